@@ -1,0 +1,1 @@
+"""Pure numpy/OpenCV operations shared by every model: normalisation, boxes, NMS."""
