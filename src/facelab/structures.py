@@ -66,7 +66,11 @@ class Detections:
     @classmethod
     def empty(cls, with_kps: bool = True) -> Detections:
         """Return a result with no face."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32) if with_kps else None)
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, 5, 2), np.float32) if with_kps else None,
+        )
 
     def select(self, index: np.ndarray | list[int] | slice) -> Detections:
         """Return the subset at ``index`` (any numpy index)."""

@@ -198,4 +198,6 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None, color_orde
         if width * height > limit:
             raise ImageError(f"PIL image of {width}x{height} pixels is over the limit of {limit}")
         return _pil_to_bgr(source, "<PIL image>")
-    raise ImageError(f"unsupported image source of type {type(source).__name__}; pass a path, bytes, numpy array or PIL image")
+    raise ImageError(
+        f"unsupported image source of type {type(source).__name__}; pass a path, bytes, numpy array or PIL image"
+    )

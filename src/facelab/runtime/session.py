@@ -163,7 +163,9 @@ class OrtSession:
         """Names of the graph outputs."""
         return [o.name for o in self.outputs]
 
-    def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray] | np.ndarray, output_names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         """Run the graph.
 
         Args:
@@ -224,7 +226,9 @@ def create_session(model: str | os.PathLike | bytes, options: RuntimeOptions | N
     if level is None:
         from facelab.errors import ConfigError
 
-        raise ConfigError(f"graph_optimization must be all, extended, basic or disable, not {options.graph_optimization!r}")
+        raise ConfigError(
+            f"graph_optimization must be all, extended, basic or disable, not {options.graph_optimization!r}"
+        )
     so.graph_optimization_level = level
     offered = set(ort.get_available_providers())
     usable = [(n, o) for n, o in zip(names, provider_opts) if n in offered]

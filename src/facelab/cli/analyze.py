@@ -1,0 +1,233 @@
+"""``facelab analyze``, ``facelab detect`` and ``facelab compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+#: Exit code when the run finished but some inputs could not be read.
+EXIT_SOME_FAILED = 3
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pack", default=None, help="model pack name or folder of ONNX files (default: the open pack)")
+    parser.add_argument("--providers", default="auto", help="ONNX Runtime providers, comma separated (default: auto)")
+    parser.add_argument("--strict", action="store_true", help="fail if a requested GPU provider is not granted")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--det-size", type=_size, default=None, metavar="WxH", help="fixed detector input, e.g. 640x640"
+    )
+    parser.add_argument("--det-thresh", type=float, default=0.5, help="detection score threshold (default 0.5)")
+    parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, _, h = text.lower().partition("x")
+        size = (int(w), int(h or w))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 640x640, got {text!r}") from None
+    if min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return size
+
+
+def _threshold(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a calibration JSON path; FaceAnalyzer validates it
+
+
+def _analyzer(args: argparse.Namespace, modules: list[str] | None = None) -> Any:
+    from facelab.pipeline import FaceAnalyzer
+    from facelab.runtime.session import RuntimeOptions
+
+    providers: Any = args.providers if args.providers == "auto" else [p.strip() for p in args.providers.split(",")]
+    runtime = RuntimeOptions(providers=providers, strict=args.strict, intra_op_threads=args.threads)
+    return FaceAnalyzer(
+        args.pack,
+        modules=modules,
+        det_size=args.det_size,
+        det_thresh=args.det_thresh,
+        runtime=runtime,
+        download=not args.offline,
+        threshold=getattr(args, "threshold", None),
+    )
+
+
+def _face_summary(face: Any) -> str:
+    x1, y1, x2, y2 = (round(float(v)) for v in face.bbox)
+    parts = [f"box=({x1},{y1},{x2},{y2})", f"score={face.score:.3f}"]
+    if face.gender is not None:
+        parts.append(f"sex={face.sex} age={face.age}")
+    if face.pose is not None:
+        pitch, yaw, roll = (float(v) for v in face.pose)
+        parts.append(f"pose(p,y,r)=({pitch:.0f},{yaw:.0f},{roll:.0f})")
+    if face.landmark_2d_106 is not None:
+        parts.append("landmarks=106")
+    if face.embedding is not None:
+        parts.append(f"embedding={face.embedding.shape[0]}-d")
+    return " ".join(parts)
+
+
+def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
+    from facelab.io.paths import expand_image_inputs
+    from facelab.io.prefetch import iter_decoded
+
+    paths = expand_image_inputs(args.images)
+    if not paths:
+        print(f"facelab {args.command}: no images found in {' '.join(args.images)}", file=sys.stderr)
+        return 2
+    analyzer = _analyzer(args, modules)
+    many = len(paths) > 1
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    draw_dir: Path | None = None
+    if args.draw and many:
+        draw_dir = Path(args.draw)
+        draw_dir.mkdir(parents=True, exist_ok=True)
+    progress = None
+    if many and (args.progress or (sys.stderr.isatty() and not args.no_progress)):
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(paths), unit="img", file=sys.stderr)
+    failed = 0
+    total_faces = 0
+
+    def emit(item: Any, faces: list[Any]) -> None:
+        nonlocal total_faces
+        total_faces += len(faces)
+        if args.json or many:
+            record = {
+                "path": str(item.path),
+                "width": int(item.image.shape[1]),
+                "height": int(item.image.shape[0]),
+                "faces": [f.to_dict() for f in faces],
+            }
+            if not args.embeddings:
+                for f in record["faces"]:
+                    f.pop("embedding", None)
+            out.write(json.dumps(record) + "\n")
+        else:
+            print(f"{item.path}: {len(faces)} face(s)", file=out)
+            for i, face in enumerate(faces):
+                print(f"  [{i}] {_face_summary(face)}", file=out)
+        if args.draw:
+            import cv2
+
+            target = draw_dir / f"{item.path.stem}.jpg" if draw_dir else Path(args.draw)
+            if not cv2.imwrite(str(target), analyzer.draw(item.image, faces)):
+                from facelab.errors import FacelabError
+
+                raise FacelabError(f"cannot write the drawing {target}")
+
+    def flush(batch: list[Any]) -> None:
+        # Several images at once: the recogniser embeds all their faces in shared run calls.
+        for item, faces in zip(batch, analyzer.analyze_batch([b.image for b in batch], max_num=args.max_num)):
+            emit(item, faces)
+        if progress is not None:
+            progress.update(len(batch))
+            progress.set_postfix(faces=total_faces, failed=failed)
+        batch.clear()
+
+    batch: list[Any] = []
+    try:
+        for item in iter_decoded(paths, workers=1, prefetch=2 * args.batch_images, max_pixels=None):
+            if item.error is None:
+                batch.append(item)
+                if len(batch) >= args.batch_images:
+                    flush(batch)
+                continue
+            failed += 1
+            print(f"facelab {args.command}: skipped {item.error}", file=sys.stderr)
+            if args.json or many:
+                out.write(json.dumps({"path": str(item.path), "error": item.error}) + "\n")
+            if progress is not None:
+                progress.update(1)
+        if batch:
+            flush(batch)
+    finally:
+        if progress is not None:
+            progress.close()
+        if out is not sys.stdout:
+            out.close()
+    if many:
+        print(f"{len(paths) - failed} image(s) analysed, {total_faces} face(s), {failed} skipped", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    return _run_images(args, None)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    return _run_images(args, ["detection"])
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from facelab.errors import ImageError
+    from facelab.recognition.compare import compare
+
+    analyzer = _analyzer(args, ["recognition"])
+    if analyzer.recognizer is None:
+        print(f"facelab compare: pack {analyzer.pack_name!r} has no recognition model", file=sys.stderr)
+        return 2
+    faces = []
+    for image in (args.image_a, args.image_b):
+        found = analyzer.analyze(image, max_num=1)
+        if not found:
+            raise ImageError(f"{image}: no face found")
+        faces.append(found[0])
+    similarity = float(compare(faces[0], faces[1]))
+    same = analyzer.is_same(similarity)
+    result = {
+        "similarity": similarity,
+        "threshold": analyzer.threshold,
+        "same_person": same,
+        "pack": analyzer.pack_name,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "unknown (no threshold)" if same is None else ("same person" if same else "different people")
+        print(f"cosine similarity {similarity:.4f} (threshold {analyzer.threshold}): {verdict}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``analyze``, ``detect`` and ``compare``."""
+    for name, func, text in (
+        ("analyze", _cmd_analyze, "detect faces and run every model of the pack"),
+        ("detect", _cmd_detect, "detect faces only"),
+    ):
+        p = subparsers.add_parser(name, help=text, description=text)
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or glob patterns")
+        _add_model_options(p)
+        p.add_argument("--json", action="store_true", help="print JSON Lines (one object per image)")
+        p.add_argument("--output", "-o", default=None, help="write results to this file instead of stdout")
+        p.add_argument(
+            "--draw", default=None, metavar="OUT", help="save a drawing (a file, or a folder for many images)"
+        )
+        p.add_argument("--max-num", type=int, default=0, help="keep at most N faces per image (0 = all)")
+        p.add_argument("--embeddings", action="store_true", help="include embeddings in JSON output")
+        p.add_argument("--batch-images", type=int, default=4, help="images analysed together (default 4)")
+        p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+        p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+        p.set_defaults(func=func)
+    p = subparsers.add_parser("compare", help="compare the main face of two images", description="compare two faces")
+    p.add_argument("image_a", metavar="A")
+    p.add_argument("image_b", metavar="B")
+    _add_model_options(p)
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="cosine threshold, or a calibration JSON (default: the pack's)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_compare)

@@ -1,0 +1,234 @@
+"""``FaceAnalyzer``: detect → align → embed → landmarks/attributes, batched across faces and images.
+
+The analyser loads a model pack (a zoo name such as ``"buffalo_l"`` or ``"open"``, or a folder of
+ONNX files), builds one runner per task from each model's card through
+:data:`facelab.registry.RUNNERS`, and runs them so that every model is called once per chunk
+of faces rather than once per face.
+
+Runner protocol (what the pipeline calls; every registered runner class provides it):
+
+* detection: ``detect_batch(images, max_num=0, metric="default") -> list[Detections]``
+* recognition: ``embed_detections(images, detections) -> list[(n_i, D) float32]``
+* every other per-face task: ``predict_detections(images, detections) -> list[dict[str, list]]``,
+  one dict per image mapping :class:`~facelab.structures.Face` field names to per-face values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab.errors import ConfigError, ModelError
+from facelab.io.image import ImageSource, load_image
+from facelab.registry import RUNNERS
+from facelab.runtime.session import RuntimeOptions
+from facelab.structures import Detections, Face
+
+__all__ = ["FaceAnalyzer", "DEFAULT_PACK", "MODULE_ALIASES"]
+
+_logger = logging.getLogger(__name__)
+
+#: Pack used when none is named: the open (CC0, offline) pack built from dlib's models.
+DEFAULT_PACK = "open"
+
+#: Friendly module names accepted in ``modules=`` besides the card task names.
+MODULE_ALIASES: dict[str, tuple[str, ...]] = {
+    "detection": ("detection",),
+    "recognition": ("recognition",),
+    "landmarks": ("landmark_2d_106", "landmark_3d_68", "landmark_5"),
+    "landmark_2d_106": ("landmark_2d_106",),
+    "landmark_3d_68": ("landmark_3d_68",),
+    "landmark_5": ("landmark_5",),
+    "pose": ("landmark_3d_68",),
+    "genderage": ("genderage",),
+    "attributes": ("genderage", "attribute"),
+    "attribute": ("attribute",),
+}
+
+# Order in which per-face tasks run (recognition last, so it can use refined landmarks).
+_FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute")
+
+
+def _wanted_tasks(modules: Sequence[str] | None) -> set[str] | None:
+    if modules is None:
+        return None
+    tasks = {"detection"}
+    for name in modules:
+        if name not in MODULE_ALIASES:
+            raise ConfigError(f"unknown module {name!r}; choose from {sorted(MODULE_ALIASES)}")
+        tasks.update(MODULE_ALIASES[name])
+    return tasks
+
+
+class FaceAnalyzer:
+    """Analyse faces in images with one model pack.
+
+    Args:
+        pack: zoo pack name (``facelab models list``), or a folder of ONNX files classified by
+            signature. ``None`` uses :data:`DEFAULT_PACK`.
+        modules: tasks to load (see :data:`MODULE_ALIASES`); detection is always loaded.
+            ``None`` loads everything in the pack (except face swap, which is separate).
+        det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
+            uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD).
+        det_thresh: detection score threshold.
+        providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
+            ``runtime`` is given.
+        runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
+        batch_size: faces per recognition/landmark run call.
+        threshold: cosine similarity threshold for "same person"; a float, or the path of a
+            calibration JSON written by ``facelab eval calibrate``. Default: the recogniser card's
+            documented threshold, if it has one.
+        home: model folder root (default ``$FACELAB_HOME`` or ``~/.facelab``).
+        download: allow downloading a missing pack.
+        max_pixels: decompression-bomb limit for decoded images.
+
+    Example:
+        >>> fa = FaceAnalyzer()                              # doctest: +SKIP
+        >>> faces = fa.analyze("group.jpg")                   # doctest: +SKIP
+        >>> faces[0].bbox, faces[0].normed_embedding.shape    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        pack: str | os.PathLike | None = None,
+        *,
+        modules: Sequence[str] | None = None,
+        det_size: tuple[int, int] | None = None,
+        det_thresh: float = 0.5,
+        providers: str | Sequence[Any] = "auto",
+        runtime: RuntimeOptions | None = None,
+        batch_size: int = 32,
+        threshold: float | str | os.PathLike | None = None,
+        home: str | os.PathLike | None = None,
+        download: bool = True,
+        max_pixels: int | None = None,
+    ) -> None:
+        from facelab.zoo import resolve_pack
+
+        self.runtime = runtime or RuntimeOptions(providers=providers)
+        self.max_pixels = max_pixels
+        wanted = _wanted_tasks(modules)
+        resolved = resolve_pack(DEFAULT_PACK if pack is None else pack, home=home, download=download)
+        self.pack_name = resolved.name
+        self.models: dict[str, Any] = {}
+        self.cards: dict[str, Any] = {}
+        for card, path in resolved.models:
+            task = card.task
+            if task == "swap" or task in self.models or (wanted is not None and task not in wanted):
+                continue
+            if task not in RUNNERS:
+                _logger.info("%s: no runner for task %r; skipped", path, task)
+                continue
+            options: dict[str, Any] = {"batch_size": batch_size}
+            if task == "detection":
+                options = {"det_size": det_size, "det_thresh": det_thresh}
+            self.models[task] = RUNNERS.get(task).from_card(card, Path(path), self.runtime, **options)
+            self.cards[task] = card
+        if "detection" not in self.models:
+            raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
+        if wanted is not None and (missing := sorted(wanted - set(self.models) - {"landmark_5", "attribute"})):
+            _logger.warning("pack %r has no model for %s", self.pack_name, missing)
+        self.threshold = self._resolve_threshold(threshold)
+        _logger.info("FaceAnalyzer(%s): %s", self.pack_name, {t: c.name for t, c in self.cards.items()})
+
+    def _resolve_threshold(self, threshold: float | str | os.PathLike | None) -> float | None:
+        if threshold is None:
+            card = self.cards.get("recognition")
+            value = card.extra.get("threshold_cosine") if card is not None else None
+            return None if value is None else float(value)
+        if isinstance(threshold, (int, float)):
+            return float(threshold)
+        path = Path(threshold)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("metric", "cosine") != "cosine":
+                raise ConfigError(f"{path}: calibration metric {data.get('metric')!r} is not 'cosine'")
+            return float(data["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a calibration JSON with a cosine 'threshold': {exc}") from exc
+
+    @property
+    def detector(self) -> Any:
+        """The detection runner."""
+        return self.models["detection"]
+
+    @property
+    def recognizer(self) -> Any | None:
+        """The recognition runner, or ``None`` when the pack (or ``modules``) has none."""
+        return self.models.get("recognition")
+
+    def detect(self, image: ImageSource, max_num: int = 0, metric: str = "default") -> Detections:
+        """Run only the detector on one image; see :class:`~facelab.structures.Detections`."""
+        return self.detector.detect_batch([self._load(image)], max_num=max_num, metric=metric)[0]
+
+    def analyze(self, image: ImageSource, max_num: int = 0, metric: str = "default") -> list[Face]:
+        """Analyse one image.
+
+        Args:
+            image: path, bytes, ``(H, W, 3)`` ``uint8`` BGR array, or PIL image.
+            max_num: keep at most this many faces (0 = all), chosen by ``metric``.
+            metric: ``"default"`` (large and central first, as InsightFace) or ``"max"`` (largest).
+
+        Returns:
+            Faces in detector order (score-descending, or by ``metric`` when ``max_num`` is set).
+        """
+        return self.analyze_batch([image], max_num=max_num, metric=metric)[0]
+
+    def analyze_batch(
+        self, images: Sequence[ImageSource], max_num: int = 0, metric: str = "default"
+    ) -> list[list[Face]]:
+        """Analyse several images; every model runs on all their faces together, in chunks.
+
+        Returns:
+            One list of :class:`~facelab.structures.Face` per input image, in input order.
+        """
+        arrays = [self._load(img) for img in images]
+        if not arrays:
+            return []
+        dets = self.detector.detect_batch(arrays, max_num=max_num, metric=metric)
+        faces = [
+            [
+                Face(bbox=d.boxes[i], score=float(d.scores[i]), kps=None if d.kps is None else d.kps[i])
+                for i in range(len(d))
+            ]
+            for d in dets
+        ]
+        if not any(faces):
+            return faces
+        for task in _FACE_TASK_ORDER:
+            runner = self.models.get(task)
+            if runner is None:
+                continue
+            for per_image, values in zip(faces, runner.predict_detections(arrays, dets)):
+                for name, column in values.items():
+                    for face, value in zip(per_image, column):
+                        if name in Face.__dataclass_fields__ and name != "attributes":
+                            setattr(face, name, value)
+                        else:
+                            face.attributes[name] = value
+        recognizer = self.recognizer
+        if recognizer is not None:
+            for per_image, embeddings in zip(faces, recognizer.embed_detections(arrays, dets)):
+                for face, emb in zip(per_image, embeddings):
+                    face.embedding = np.asarray(emb, dtype=np.float32)
+                    face.model = self.cards["recognition"].name
+        return faces
+
+    def _load(self, image: ImageSource) -> np.ndarray:
+        return load_image(image, max_pixels=self.max_pixels)
+
+    def is_same(self, similarity: float) -> bool | None:
+        """Apply the analyser's threshold to a cosine similarity (``None`` when no threshold is known)."""
+        return None if self.threshold is None else bool(similarity >= self.threshold)
+
+    def draw(self, image: ImageSource, faces: Sequence[Face]) -> np.ndarray:
+        """Return a BGR copy of ``image`` with ``faces`` drawn (see :func:`facelab.viz.draw`)."""
+        from facelab.viz import draw
+
+        return draw(self._load(image), faces)
