@@ -156,3 +156,30 @@ class PackCard:
     def model(self, task: str) -> ModelCard | None:
         """The first member card with ``task``, or ``None``."""
         return next((m for m in self.models if m.task == task), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field; member cards as :meth:`ModelCard.to_dict` dicts."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PackCard:
+        """Build a pack card from :meth:`to_dict` output (a pack JSON file); unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"pack card {data.get('name', '?')!r}: unknown fields {sorted(unknown)}")
+        data = dict(data)
+        models = data.get("models", ())
+        data["models"] = tuple(m if isinstance(m, ModelCard) else ModelCard.from_dict(m) for m in models)
+        if isinstance(data.get("archive"), dict):
+            data["archive"] = FileSpec(**data["archive"])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the pack card, member cards included, as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PackCard:
+        """Read a pack card written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
