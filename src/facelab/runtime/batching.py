@@ -70,11 +70,12 @@ def run_in_chunks(
     return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
 
 
-def square_input_size(session: OrtSession, card_size: tuple[int, int] | None, label: str) -> int:
+def square_input_size(shape: tuple[int | None, ...], card_size: tuple[int, int] | None, label: str) -> int:
     """Side of a model's square image input, from the graph or (for dynamic axes) the card.
 
     Args:
-        session: the model; its first input is ``(N, 3, H, W)``.
+        shape: the image input's shape ``(N, 3, H, W)`` (``None`` for dynamic axes), as
+            :attr:`~facelab.runtime.session.TensorInfo.shape`.
         card_size: the card's ``(width, height)``, or ``None``.
         label: model name for error messages.
 
@@ -84,7 +85,6 @@ def square_input_size(session: OrtSession, card_size: tuple[int, int] | None, la
     """
     from facelab.errors import ModelError
 
-    shape = session.inputs[0].shape
     if len(shape) != 4:
         raise ModelError(f"{label}: expected an (N, 3, H, W) input, got shape {shape}")
     height, width = shape[2], shape[3]
