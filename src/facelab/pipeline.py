@@ -15,6 +15,7 @@ Runner protocol (what the pipeline calls; every registered runner class provides
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from facelab.registry import RUNNERS
 from facelab.runtime.session import RuntimeOptions
 from facelab.structures import Detections, Face
 
-__all__ = ["FaceAnalyzer", "DEFAULT_PACK", "MODULE_ALIASES"]
+__all__ = ["FaceAnalyzer", "DEFAULT_PACK", "MODULE_ALIASES", "RUNNER_MODULES", "load_runners"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +51,27 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "attributes": ("genderage", "attribute"),
     "attribute": ("attribute",),
 }
+
+#: Modules whose import registers runner classes in :data:`facelab.registry.RUNNERS`.
+RUNNER_MODULES = (
+    "facelab.detection",
+    "facelab.recognition",
+    "facelab.alignment",
+    "facelab.attributes",
+    "facelab.swap",
+    "facelab.dlib.pack",
+)
+
+
+def load_runners() -> None:
+    """Import every module that registers runners (cheap after the first call)."""
+    for name in RUNNER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
 
 # Order in which per-face tasks run (recognition last, so it can use refined landmarks).
 _FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute")
@@ -111,6 +133,7 @@ class FaceAnalyzer:
     ) -> None:
         from facelab.zoo import resolve_pack
 
+        load_runners()
         self.runtime = runtime or RuntimeOptions(providers=providers)
         self.max_pixels = max_pixels
         wanted = _wanted_tasks(modules)
@@ -127,7 +150,9 @@ class FaceAnalyzer:
                 continue
             options: dict[str, Any] = {"batch_size": batch_size}
             if task == "detection":
-                options = {"det_size": det_size, "det_thresh": det_thresh}
+                options = {"det_thresh": det_thresh}
+                if det_size is not None:
+                    options["det_size"] = tuple(det_size)
             self.models[task] = RUNNERS.get(task).from_card(card, Path(path), self.runtime, **options)
             self.cards[task] = card
         if "detection" not in self.models:
