@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from facelab.errors import ConfigError
 
 __all__ = ["register"]
 
 #: Exit code when the run finished but some inputs could not be read.
 EXIT_SOME_FAILED = 3
+
+#: Exit code when the reader of stdout went away (``facelab analyze DIR | head``): 128 + SIGPIPE,
+#: as a shell reports for tools that die of the signal.
+EXIT_BROKEN_PIPE = 141
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -86,11 +93,17 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
         return 2
     analyzer = _analyzer(args, modules)
     many = len(paths) > 1
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     draw_dir: Path | None = None
-    if args.draw and many:
+    if args.draw and (many or Path(args.draw).is_dir()):
         draw_dir = Path(args.draw)
-        draw_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            draw_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--draw {args.draw}: cannot create the folder ({exc.strerror or exc})") from None
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"--output {args.output}: cannot write ({exc.strerror or exc})") from None
     progress = None
     if many and (args.progress or (sys.stderr.isatty() and not args.no_progress)):
         from tqdm import tqdm
@@ -98,6 +111,14 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
         progress = tqdm(total=len(paths), unit="img", file=sys.stderr)
     failed = 0
     total_faces = 0
+    drawn_names: set[str] = set()
+
+    def report(message: str) -> None:
+        # Through tqdm while a bar is shown, so messages do not break the bar's line.
+        if progress is not None:
+            progress.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
 
     def emit(item: Any, faces: list[Any]) -> None:
         nonlocal total_faces
@@ -120,16 +141,41 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
         if args.draw:
             import cv2
 
-            target = draw_dir / f"{item.path.stem}.jpg" if draw_dir else Path(args.draw)
-            if not cv2.imwrite(str(target), analyzer.draw(item.image, faces)):
-                from facelab.errors import FacelabError
+            if draw_dir is None:
+                target = Path(args.draw)
+            else:  # one drawing per input; a second "1.jpg" from another folder becomes "1_2.jpg"
+                stem, n = item.path.stem, 1
+                while (name := f"{stem}.jpg" if n == 1 else f"{stem}_{n}.jpg") in drawn_names:
+                    n += 1
+                drawn_names.add(name)
+                target = draw_dir / name
+            try:
+                written = cv2.imwrite(str(target), analyzer.draw(item.image, faces))
+            except cv2.error:  # OpenCV 5 raises for a name without a known image ending
+                written = False
+            if not written:
+                raise ConfigError(
+                    f"--draw: cannot write the drawing {target} (does its folder exist, and does the name end in "
+                    ".jpg or .png?)"
+                )
 
-                raise FacelabError(f"cannot write the drawing {target}")
+    def skip(item: Any) -> None:
+        nonlocal failed
+        failed += 1
+        report(f"facelab {args.command}: skipped {item.error}")
+        if args.json or many:
+            out.write(json.dumps({"path": str(item.path), "error": item.error}) + "\n")
 
     def flush(batch: list[Any]) -> None:
         # Several images at once: the recogniser embeds all their faces in shared run calls.
-        for item, faces in zip(batch, analyzer.analyze_batch([b.image for b in batch], max_num=args.max_num)):
-            emit(item, faces)
+        # Results (and errors) are written in input order.
+        good = [b for b in batch if b.error is None]
+        results = iter(analyzer.analyze_batch([b.image for b in good], max_num=args.max_num))
+        for item in batch:
+            if item.error is None:
+                emit(item, next(results))
+            else:
+                skip(item)
         if progress is not None:
             progress.update(len(batch))
             progress.set_postfix(faces=total_faces, failed=failed)
@@ -138,19 +184,22 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
     batch: list[Any] = []
     try:
         for item in iter_decoded(paths, workers=1, prefetch=2 * args.batch_images, max_pixels=None):
-            if item.error is None:
-                batch.append(item)
-                if len(batch) >= args.batch_images:
-                    flush(batch)
-                continue
-            failed += 1
-            print(f"facelab {args.command}: skipped {item.error}", file=sys.stderr)
-            if args.json or many:
-                out.write(json.dumps({"path": str(item.path), "error": item.error}) + "\n")
-            if progress is not None:
-                progress.update(1)
+            batch.append(item)
+            if len(batch) >= args.batch_images:
+                flush(batch)
         if batch:
             flush(batch)
+        if out is sys.stdout:
+            out.flush()
+    except BrokenPipeError:
+        if out is not sys.stdout:
+            raise
+        # Stop quietly, like other Unix tools; point stdout at /dev/null so the interpreter's own
+        # final flush does not fail again on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     finally:
         if progress is not None:
             progress.close()

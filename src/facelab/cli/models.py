@@ -15,24 +15,43 @@ def _fmt_bytes(n: int | None) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
+def _register_packs() -> None:
+    """Import the modules that add packs to the zoo (the ``open`` pack registers on import)."""
+    from facelab.pipeline import load_runners
+
+    load_runners()
+
+
+def _installed(state: dict) -> str:
+    """``yes``, ``yes (insightface)`` (found in InsightFace's folder), ``partial`` or ``no``."""
+    location = state.get("location") or "none"
+    if location == "none":
+        return "no"
+    if not state.get("complete"):
+        return "partial"
+    return "yes" if location == "facelab" else f"yes ({location})"
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    _register_packs()
     from facelab.zoo import list_packs, pack_info
 
     rows = [pack_info(name) for name in list_packs()]
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'pack':12} {'installed':10} {'size':>8}  {'tasks':64} licence")
+    print(f"{'pack':12} {'installed':17} {'size':>8}  {'tasks':64} licence")
     for info in rows:
-        installed = "yes" if info["installed"]["complete"] else info["installed"]["location"] or "no"
+        installed = _installed(info["installed"])
         tasks = ",".join(info["tasks"])
         print(
-            f"{info['name']:12} {installed:10} {_fmt_bytes(info.get('total_bytes')):>8}  {tasks:64} {info['license']}"
+            f"{info['name']:12} {installed:17} {_fmt_bytes(info.get('total_bytes')):>8}  {tasks:64} {info['license']}"
         )
     return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
+    _register_packs()
     from facelab.zoo import download_pack
 
     for name in args.packs:
@@ -42,6 +61,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    _register_packs()
     from facelab.zoo import pack_info
 
     info = pack_info(args.pack, hashes=args.hashes)
@@ -61,6 +81,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    _register_packs()
     from facelab.zoo import verify_pack
 
     failed = 0

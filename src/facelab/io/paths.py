@@ -16,7 +16,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 
 
 def expand_image_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
-    """Turn files, folders and glob patterns into a sorted, de-duplicated list of paths.
+    """Turn files, folders and glob patterns into a list of paths without repeats.
+
+    Order: inputs in the order given; a folder's files and a pattern's matches sorted by name.
+    A path reached twice (by absolute path, symlinks not followed) is kept at its first place.
 
     Files named explicitly are kept whatever their ending (a bad one is reported when it is
     decoded); folders contribute the files with an image ending (:data:`IMAGE_SUFFIXES`),
@@ -46,10 +49,12 @@ def expand_image_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = T
             missing.append(text)
     if missing:
         raise ImageError(f"no such file, folder or matching pattern: {', '.join(missing)}")
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique = []
     for p in found:
-        key = p.resolve()
+        # The same path named twice (``DIR`` and ``DIR/*.jpg``) is analysed once; two different
+        # names for one file (symlinks) are both kept, so every named input gets its result.
+        key = os.path.normcase(os.path.abspath(p))
         if key not in seen:
             seen.add(key)
             unique.append(p)
