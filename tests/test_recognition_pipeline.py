@@ -96,3 +96,21 @@ def test_face_analyzer_with_tiny_models(tmp_path, t1: np.ndarray, monkeypatch) -
         assert face.gender in (0, 1) and isinstance(face.age, int)
         np.testing.assert_allclose(face.embedding, rec.embed_faces(t1, face.kps[None])[0][0], atol=1e-5)
         np.testing.assert_allclose(face.landmark_2d_106, lmk2.predict(t1, face.bbox[None])[0], atol=1e-3)
+
+
+def test_fill_faces_sets_face_fields_and_keeps_other_outputs_as_attributes():
+    from facelab.structures import Face, fill_faces
+
+    faces = [[Face(bbox=np.zeros(4), score=0.9), Face(bbox=np.ones(4), score=0.8)], []]
+    pose = np.array([1.0, 2.0, 3.0], np.float32)
+    fill_faces(faces, [{"gender": [1, 0], "age": [30, 41], "pose": [pose, pose], "attribute_7": ["a", "b"]}, {}])
+    assert [(f.gender, f.age, f.sex) for f in faces[0]] == [(1, 30, "M"), (0, 41, "F")]
+    assert faces[0][1].pose is pose
+    assert [f.attributes for f in faces[0]] == [{"attribute_7": "a"}, {"attribute_7": "b"}]
+
+
+def test_detections_with_mismatched_lengths_name_the_lengths():
+    with pytest.raises(ConfigError, match="same length, got 2, 1 and none"):
+        Detections(np.zeros((2, 4)), np.zeros(1))
+    with pytest.raises(ValueError):  # ConfigError stays a ValueError for old callers
+        Detections(np.zeros((2, 4)), np.zeros(2), np.zeros((3, 5, 2)))

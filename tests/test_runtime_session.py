@@ -94,3 +94,29 @@ def test_import_facelab_pulls_in_no_heavy_framework():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_split_per_image_cuts_rows_by_counts_and_rejects_a_wrong_total():
+    from facelab.runtime.batching import split_per_image
+
+    parts = split_per_image(np.arange(12).reshape(6, 2), [1, 0, 3, 2])
+    assert [p.shape for p in parts] == [(1, 2), (0, 2), (3, 2), (2, 2)]
+    assert parts[2].tolist() == [[2, 3], [4, 5], [6, 7]]
+    assert split_per_image(np.zeros((0, 4)), []) == []
+    with pytest.raises(ConfigError, match="5 outputs for 6 items"):
+        split_per_image(np.zeros((5, 2)), [3, 3])
+
+
+def test_crop_model_checks_name_the_problem(tmp_path):
+    from facelab.runtime.batching import check_batch_size, crop_model_input_size
+
+    assert check_batch_size(4) == 4
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, got 0"):
+        check_batch_size(0)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_double_model())
+    session = create_session(path, RuntimeOptions(providers=["cpu"]))
+    with pytest.raises(ModelError, match=r"toy: expected an \(N, 3, H, W\) input"):
+        crop_model_input_size(session, None, "toy", "a recogniser", 8)
+    with pytest.raises(ConfigError, match="batch_size"):
+        crop_model_input_size(session, None, "toy", "a recogniser", 0)

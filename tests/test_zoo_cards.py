@@ -122,7 +122,9 @@ def test_list_models_and_get_card():
             "scrfd_500m.buffalo_sc",
         ]
     )
-    assert len(list_models()) == 5 + 5 + 5 + 2 + 5
+    # Other packs (dlib's ``open`` pack) register on import, so count only the five InsightFace packs' models.
+    insightface_tags = {"buffalo_l", "buffalo_m", "buffalo_s", "buffalo_sc", "antelopev2"}
+    assert len([m for m in list_models() if m.rsplit(".", 1)[1] in insightface_tags]) == 5 + 5 + 5 + 2 + 5
     assert get_card("arcface_r100.antelopev2").files[0].filename == "glintr100.onnx"
     assert get_card("scrfd_10g").name == "scrfd_10g.buffalo_l"  # bare arch -> first tag
     assert get_card("scrfd_2.5g").name == "scrfd_2.5g.buffalo_m"
@@ -209,3 +211,17 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_local_file_card_defaults_and_overrides(tmp_path):
+    from facelab.zoo.card import ModelCard
+
+    card = ModelCard.for_local_file(tmp_path / "w600k_r50.onnx", task="recognition", arch="arcface")
+    assert card.name == "w600k_r50.local"
+    assert [f.filename for f in card.files] == ["w600k_r50.onnx"]
+    assert card.source_url == str(tmp_path / "w600k_r50.onnx")
+    assert "user-supplied" in card.license
+    named = ModelCard.for_local_file("m.onnx", task="swap", arch="inswapper", name="mine", license="MIT")
+    assert (named.name, named.license) == ("mine", "MIT")
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        ModelCard.for_local_file("m.onnx", task="nope", arch="x")

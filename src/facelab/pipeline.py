@@ -29,7 +29,7 @@ from facelab.errors import ConfigError, ModelError
 from facelab.io.image import ImageSource, load_image
 from facelab.registry import RUNNERS
 from facelab.runtime.session import RuntimeOptions
-from facelab.structures import Detections, Face
+from facelab.structures import Detections, Face, fill_faces
 
 __all__ = ["FaceAnalyzer", "DEFAULT_PACK", "MODULE_ALIASES", "RUNNER_MODULES", "load_runners"]
 
@@ -230,13 +230,7 @@ class FaceAnalyzer:
             runner = self.models.get(task)
             if runner is None:
                 continue
-            for per_image, values in zip(faces, runner.predict_detections(arrays, dets)):
-                for name, column in values.items():
-                    for face, value in zip(per_image, column):
-                        if name in Face.__dataclass_fields__ and name != "attributes":
-                            setattr(face, name, value)
-                        else:
-                            face.attributes[name] = value
+            fill_faces(faces, runner.predict_detections(arrays, dets))
         recognizer = self.recognizer
         if recognizer is not None:
             for per_image, embeddings in zip(faces, recognizer.embed_detections(arrays, dets)):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from facelab.errors import ConfigError
+
 T = TypeVar("T")
 
 __all__ = ["Registry", "RUNNERS"]
@@ -30,11 +32,11 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers its target under ``name``; a duplicate name raises ``ValueError``."""
+        """Decorator that registers its target under ``name``; a duplicate name raises ``ConfigError``."""
 
         def decorator(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise ConfigError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
             return obj
 

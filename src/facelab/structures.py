@@ -14,12 +14,15 @@ Conventions used everywhere in facelab:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FaceKeypoint", "Detections", "Face"]
+from facelab.errors import ConfigError
+
+__all__ = ["FaceKeypoint", "Detections", "Face", "fill_faces"]
 
 
 class FaceKeypoint(enum.IntEnum):
@@ -58,7 +61,10 @@ class Detections:
         if self.kps is not None:
             self.kps = np.asarray(self.kps, dtype=np.float32).reshape(-1, 5, 2)
         if len(self.scores) != len(self.boxes) or (self.kps is not None and len(self.kps) != len(self.boxes)):
-            raise ValueError("Detections: boxes, scores and kps must have the same length")
+            raise ConfigError(
+                f"Detections: boxes, scores and kps must have the same length, got {len(self.boxes)}, "
+                f"{len(self.scores)} and {'none' if self.kps is None else len(self.kps)}"
+            )
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -162,3 +168,23 @@ class Face:
         if self.gender is not None:
             out["sex"] = self.sex
         return out
+
+
+def fill_faces(faces: Sequence[Sequence[Face]], values: Sequence[Mapping[str, Sequence[Any]]]) -> None:
+    """Store per-face model outputs on the faces, in place.
+
+    Args:
+        faces: one list of :class:`Face` per image.
+        values: one ``{name: [value per face]}`` dict per image, as the runners'
+            ``predict_detections`` return. A name that is a :class:`Face` field (``pose``,
+            ``landmark_2d_106``, ``gender``, ...) sets that field; any other name goes to
+            ``face.attributes[name]``.
+    """
+    settable = {f.name for f in fields(Face)} - {"attributes"}
+    for per_image, columns in zip(faces, values):
+        for name, column in columns.items():
+            for face, value in zip(per_image, column):
+                if name in settable:
+                    setattr(face, name, value)
+                else:
+                    face.attributes[name] = value

@@ -26,21 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from facelab.alignment.pose import estimate_pose, load_meanshape
-from facelab.alignment.transform import bbox_crop_batch, invert_affine, pair_images, transform_points
+from facelab.alignment.transform import CROP_EXPAND, invert_affine, pair_images, run_box_crops, transform_points
 from facelab.errors import ConfigError, ModelError
-from facelab.ops.normalize import to_tensor
 from facelab.registry import RUNNERS
-from facelab.runtime.batching import run_in_chunks, square_input_size
+from facelab.runtime.batching import crop_model_input_size, split_per_image
 from facelab.runtime.session import OrtSession, RuntimeOptions, create_session
-from facelab.structures import Detections, Face
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.structures import Detections, Face, fill_faces
+from facelab.zoo.card import ModelCard
 
 __all__ = ["LandmarkRunner", "default_landmark_card", "decode_landmarks", "CROP_EXPAND"]
 
 _logger = logging.getLogger(__name__)
 
-#: Box sides per crop side for landmark and attribute crops.
-CROP_EXPAND = 1.5
 _TASK = re.compile(r"^landmark_(2|3)d_(\d+)$")
 
 
@@ -56,21 +53,9 @@ def default_landmark_card(
             pixels (mean 0, std 1); ``False``: ``(x - 127.5) / 128``.
         **overrides: any :class:`~facelab.zoo.card.ModelCard` field.
     """
-    path = Path(path)
     mean, std = ((0.0,) * 3, (1.0,) * 3) if in_graph_normalization else ((127.5,) * 3, (128.0,) * 3)
-    fields: dict = {
-        "name": f"{path.stem}.local",
-        "task": task,
-        "arch": "insightface_landmark",
-        "files": (FileSpec(path.name),),
-        "license": "user-supplied model: check its licence",
-        "color_order": "RGB",
-        "mean": mean,
-        "std": std,
-        "source_url": str(path),
-    }
-    fields.update(overrides)
-    return ModelCard(**fields)  # type: ignore[arg-type]
+    values = {"task": task, "arch": "insightface_landmark", "color_order": "RGB", "mean": mean, "std": std}
+    return ModelCard.for_local_file(path, **{**values, **overrides})
 
 
 def decode_landmarks(pred: np.ndarray, matrix: np.ndarray, input_size: int, lmk_num: int) -> np.ndarray:
@@ -119,17 +104,13 @@ class LandmarkRunner:
         match = _TASK.match(card.task)
         if match is None:
             raise ConfigError(f"{card.name}: LandmarkRunner needs a landmark_<2|3>d_<N> card, not {card.task!r}")
-        if len(session.outputs) != 1:
-            raise ModelError(f"{card.name}: a landmark model must have one output, this one has {len(session.outputs)}")
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.input_size = crop_model_input_size(session, card.input_size, card.name, "a landmark model", batch_size)
         self.card = card
         self.session = session
         self.lmk_dim = int(match.group(1))
         self.lmk_num = int(match.group(2))
         self.batch_size = int(batch_size)
         self.meanshape_path = meanshape_path
-        self.input_size = square_input_size(session.inputs[0].shape, card.input_size, card.name)
         self.normalization = card.normalization
         self.crop_expand = float(card.extra.get("crop_scale", CROP_EXPAND))
         out = session.outputs[0].shape
@@ -153,9 +134,6 @@ class LandmarkRunner:
         """``"landmark_2d_106"``, ``"landmark_3d_68"``, ...: the :class:`~facelab.structures.Face` field filled."""
         return self.card.task
 
-    def _tensor(self, crops: np.ndarray) -> np.ndarray:
-        return to_tensor(crops, self.normalization)
-
     def predict_batch(
         self, images: np.ndarray | Sequence[np.ndarray], boxes_per_image: np.ndarray | Sequence[np.ndarray]
     ) -> list[np.ndarray]:
@@ -169,13 +147,19 @@ class LandmarkRunner:
         Returns:
             Per image, ``(n_i, lmk_num, lmk_dim)`` ``float32`` landmarks in image pixels.
         """
-        imgs, boxes = pair_images(images, boxes_per_image)
-        crops, matrices, counts = bbox_crop_batch(imgs, boxes, self.input_size, self.crop_expand)
-        (raw,) = run_in_chunks(self.session, crops, self.batch_size, self._tensor)
-        points = np.zeros((len(crops), self.lmk_num, self.lmk_dim), np.float32)
-        for i in range(len(crops)):
+        raw, matrices, counts = run_box_crops(
+            self.session,
+            images,
+            boxes_per_image,
+            self.input_size,
+            self.normalization,
+            self.batch_size,
+            self.crop_expand,
+        )
+        points = np.zeros((len(raw), self.lmk_num, self.lmk_dim), np.float32)
+        for i in range(len(raw)):
             points[i] = decode_landmarks(raw[i], matrices[i], self.input_size, self.lmk_num)
-        return np.split(points, np.cumsum(counts)[:-1]) if counts else []
+        return split_per_image(points, counts)
 
     def predict(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks of the boxes of one image: ``(n, lmk_num, lmk_dim)`` ``float32``."""
@@ -218,13 +202,7 @@ class LandmarkRunner:
         """
         imgs, face_lists = pair_images(images, faces)
         boxes = [np.asarray([f.bbox for f in fl], np.float32).reshape(-1, 4) for fl in face_lists]
-        for face_list, values in zip(face_lists, self._values(imgs, boxes)):
-            for name, column in values.items():
-                for face, value in zip(face_list, column):
-                    if name in ("landmark_2d_106", "landmark_3d_68", "pose"):
-                        setattr(face, name, value)
-                    else:
-                        face.attributes[name] = value
+        fill_faces(face_lists, self._values(imgs, boxes))
 
     def __repr__(self) -> str:
         return f"LandmarkRunner({self.card.name!r}, task={self.task}, input={self.input_size}, batch={self.batch_size})"

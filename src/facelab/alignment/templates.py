@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facelab.errors import ConfigError
+
 __all__ = ["AlignTemplate", "ARCFACE_112", "get_template", "register_template", "list_templates", "arcface_points"]
 
 
@@ -47,9 +49,9 @@ _TEMPLATES: dict[str, AlignTemplate] = {}
 
 
 def register_template(template: AlignTemplate) -> AlignTemplate:
-    """Add a template to the registry; a duplicate name raises ``ValueError``."""
+    """Add a template to the registry; a duplicate name raises ``ConfigError`` (a ``ValueError``)."""
     if template.name in _TEMPLATES:
-        raise ValueError(f"alignment template {template.name!r} is already registered")
+        raise ConfigError(f"alignment template {template.name!r} is already registered")
     _TEMPLATES[template.name] = template
     return template
 
@@ -75,7 +77,7 @@ def arcface_points(image_size: int = 112) -> np.ndarray:
     is the 112 template moved +8 px in ``x``, not enlarged).
 
     Raises:
-        ValueError: ``image_size`` is a multiple of neither 112 nor 128.
+        ConfigError: ``image_size`` is a multiple of neither 112 nor 128.
     """
     if image_size % 112 == 0:
         ratio, shift = image_size / 112.0, 0.0
@@ -83,7 +85,7 @@ def arcface_points(image_size: int = 112) -> np.ndarray:
         ratio = image_size / 128.0
         shift = 8.0 * ratio
     else:
-        raise ValueError(f"ArcFace alignment needs a crop size divisible by 112 or 128, not {image_size}")
+        raise ConfigError(f"ArcFace alignment needs a crop size divisible by 112 or 128, not {image_size}")
     dst = ARCFACE_112.points.astype(np.float64) * ratio
     dst[:, 0] += shift
     return dst.astype(np.float32)

@@ -27,6 +27,9 @@ import numpy as np
 
 from facelab.alignment.templates import arcface_points, get_template
 from facelab.errors import ConfigError, ImageError
+from facelab.ops.normalize import Normalization, to_tensor
+from facelab.runtime.batching import run_in_chunks
+from facelab.runtime.session import OrtSession
 
 __all__ = [
     "estimate_similarity",
@@ -43,7 +46,12 @@ __all__ = [
     "invert_affine",
     "pair_images",
     "bbox_crop_batch",
+    "run_box_crops",
+    "CROP_EXPAND",
 ]
+
+#: Box sides per crop side for landmark and attribute crops (InsightFace's 1.5).
+CROP_EXPAND = 1.5
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -424,3 +432,34 @@ def bbox_crop_batch(
     if not crops:
         return np.zeros((0, output_size, output_size, 3), np.uint8), np.zeros((0, 2, 3)), counts
     return np.stack(crops), np.stack(matrices), counts
+
+
+def run_box_crops(
+    session: OrtSession,
+    images: np.ndarray | Sequence[np.ndarray],
+    boxes_per_image: object,
+    input_size: int,
+    normalization: Normalization,
+    batch_size: int,
+    expand: float = CROP_EXPAND,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Crop every box of one or several images (:func:`bbox_crop_batch`) and run a one-output model on the crops.
+
+    Args:
+        session: the model; its first input takes the ``(n, 3, S, S)`` crop tensor.
+        images: one ``(H, W, 3)`` ``uint8`` BGR image or a sequence of them.
+        boxes_per_image: for one image its ``(n, >=4)`` boxes ``[x1, y1, x2, y2, ...]``; for
+            several, one such array per image.
+        input_size: crop side ``S``.
+        normalization: how crops become the input tensor (:func:`~facelab.ops.normalize.to_tensor`).
+        batch_size: crops per ``run`` call for a dynamic batch axis.
+        expand: box sides per crop side.
+
+    Returns:
+        ``(raw, matrices, counts)``: the model's ``(N, ...)`` output for all crops in order,
+        the ``(N, 2, 3)`` ``float64`` image→crop matrices, and the number of boxes per image.
+    """
+    imgs, boxes = pair_images(images, boxes_per_image)
+    crops, matrices, counts = bbox_crop_batch(imgs, boxes, input_size, expand)
+    (raw,) = run_in_chunks(session, crops, batch_size, lambda chunk: to_tensor(chunk, normalization))
+    return raw, matrices, counts

@@ -18,20 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.alignment.transform import bbox_crop_batch, pair_images
+from facelab.alignment.transform import CROP_EXPAND, pair_images, run_box_crops
 from facelab.errors import ConfigError, ModelError
-from facelab.ops.normalize import to_tensor
 from facelab.registry import RUNNERS
-from facelab.runtime.batching import run_in_chunks, square_input_size
+from facelab.runtime.batching import crop_model_input_size, split_per_image
 from facelab.runtime.session import OrtSession, RuntimeOptions, create_session
-from facelab.structures import Detections, Face
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.structures import Detections, Face, fill_faces
+from facelab.zoo.card import ModelCard
 
 __all__ = ["AttributeRunner", "default_attribute_card", "decode_genderage"]
 
 _logger = logging.getLogger(__name__)
-
-_EXPAND = 1.5
 
 
 def default_attribute_card(path: str | Path, in_graph_normalization: bool = True, **overrides: object) -> ModelCard:
@@ -43,21 +40,9 @@ def default_attribute_card(path: str | Path, in_graph_normalization: bool = True
             ``False``: ``(x - 127.5) / 128``.
         **overrides: any :class:`~facelab.zoo.card.ModelCard` field.
     """
-    path = Path(path)
     mean, std = ((0.0,) * 3, (1.0,) * 3) if in_graph_normalization else ((127.5,) * 3, (128.0,) * 3)
-    fields: dict = {
-        "name": f"{path.stem}.local",
-        "task": "genderage",
-        "arch": "insightface_attribute",
-        "files": (FileSpec(path.name),),
-        "license": "user-supplied model: check its licence",
-        "color_order": "RGB",
-        "mean": mean,
-        "std": std,
-        "source_url": str(path),
-    }
-    fields.update(overrides)
-    return ModelCard(**fields)  # type: ignore[arg-type]
+    values = {"task": "genderage", "arch": "insightface_attribute", "color_order": "RGB", "mean": mean, "std": std}
+    return ModelCard.for_local_file(path, **{**values, **overrides})
 
 
 def decode_genderage(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,18 +76,12 @@ class AttributeRunner:
     def __init__(self, session: OrtSession, card: ModelCard, batch_size: int = 32) -> None:
         if card.task not in ("genderage", "attribute"):
             raise ConfigError(f"{card.name}: AttributeRunner needs a genderage/attribute card, not {card.task!r}")
-        if len(session.outputs) != 1:
-            raise ModelError(
-                f"{card.name}: an attribute model must have one output, this one has {len(session.outputs)}"
-            )
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.input_size = crop_model_input_size(session, card.input_size, card.name, "an attribute model", batch_size)
         self.card = card
         self.session = session
         self.batch_size = int(batch_size)
-        self.input_size = square_input_size(session.inputs[0].shape, card.input_size, card.name)
         self.normalization = card.normalization
-        self.crop_expand = float(card.extra.get("crop_scale", _EXPAND))
+        self.crop_expand = float(card.extra.get("crop_scale", CROP_EXPAND))
         out = session.outputs[0].shape
         self.output_dim: int | None = out[1] if len(out) == 2 else None
 
@@ -112,9 +91,6 @@ class AttributeRunner:
     ) -> AttributeRunner:
         """Load the model file ``path`` described by ``card`` (kwargs: ``batch_size``)."""
         return cls(create_session(path, runtime), card, **kwargs)  # type: ignore[arg-type]
-
-    def _tensor(self, crops: np.ndarray) -> np.ndarray:
-        return to_tensor(crops, self.normalization)
 
     def predict_raw_batch(
         self, images: np.ndarray | Sequence[np.ndarray], boxes_per_image: np.ndarray | Sequence[np.ndarray]
@@ -128,11 +104,16 @@ class AttributeRunner:
         Returns:
             Per image, ``(n_i, D)`` ``float32`` outputs.
         """
-        imgs, boxes = pair_images(images, boxes_per_image)
-        crops, _, counts = bbox_crop_batch(imgs, boxes, self.input_size, self.crop_expand)
-        (raw,) = run_in_chunks(self.session, crops, self.batch_size, self._tensor)
-        raw = np.asarray(raw, dtype=np.float32).reshape(len(crops), -1)
-        return np.split(raw, np.cumsum(counts)[:-1]) if counts else []
+        raw, _, counts = run_box_crops(
+            self.session,
+            images,
+            boxes_per_image,
+            self.input_size,
+            self.normalization,
+            self.batch_size,
+            self.crop_expand,
+        )
+        return split_per_image(np.asarray(raw, dtype=np.float32).reshape(len(raw), -1), counts)
 
     def predict_raw(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Raw outputs for the boxes of one image: ``(n, D)`` ``float32``."""
@@ -181,13 +162,7 @@ class AttributeRunner:
         """Fill ``gender`` and ``age`` (3-value models) or ``attributes["attribute_<N>"]`` of every face, in place."""
         imgs, face_lists = pair_images(images, faces)
         boxes = [np.asarray([f.bbox for f in fl], np.float32).reshape(-1, 4) for fl in face_lists]
-        for face_list, values in zip(face_lists, self._values(imgs, boxes)):
-            for name, column in values.items():
-                for face, value in zip(face_list, column):
-                    if name in ("gender", "age"):
-                        setattr(face, name, value)
-                    else:
-                        face.attributes[name] = value
+        fill_faces(face_lists, self._values(imgs, boxes))
 
     def __repr__(self) -> str:
         name, size, dim = self.card.name, self.input_size, self.output_dim

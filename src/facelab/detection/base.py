@@ -273,6 +273,25 @@ class Detector(abc.ABC):
             return None
         return int(width), int(height)
 
+    def _single_det_size(self, det_size: Any) -> tuple[int, int] | None:
+        """The one input size of a detector that runs every image at a single size.
+
+        The graph's fixed ``(width, height)`` wins; else ``det_size`` (one size) or ``None``
+        (each image at its own size).
+
+        Raises:
+            ConfigError: ``det_size`` lists more than one size.
+        """
+        fixed = self._fixed_input_size()
+        if fixed is not None:
+            return fixed
+        sizes = normalize_sizes(det_size)
+        if sizes is None:
+            return None
+        if len(sizes) == 1:
+            return sizes[0]
+        raise ConfigError(f"{type(self).__name__} takes one det_size, not {sizes}")
+
 
 @RUNNERS.register("detection")
 class DetectionRunner:

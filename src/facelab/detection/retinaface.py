@@ -33,7 +33,7 @@ from facelab.detection._decode import (
     landmark_pred,
     prior_boxes,
 )
-from facelab.detection.base import Detector, normalize_sizes, register_detector
+from facelab.detection.base import Detector, register_detector
 from facelab.errors import ConfigError, ModelError
 from facelab.ops.boxes import letterbox
 from facelab.ops.nms import nms
@@ -136,16 +136,7 @@ class RetinaFace(Detector):
         self.variances = (float(variances[0]), float(variances[1]))
         if len(self.min_sizes) != len(self.steps):
             raise ConfigError("RetinaFace: min_sizes and steps need one entry per level")
-        fixed = self._fixed_input_size()
-        sizes = normalize_sizes(det_size)
-        if fixed is not None:
-            self.det_size: tuple[int, int] | None = fixed
-        elif sizes is None:
-            self.det_size = None
-        elif len(sizes) == 1:
-            self.det_size = sizes[0]
-        else:
-            raise ConfigError(f"RetinaFace takes one det_size, not {sizes}")
+        self.det_size: tuple[int, int] | None = self._single_det_size(det_size)
         if layout == "priorbox":
             names = [o.name for o in session.outputs]
             if all(n in names for n in _PRIORBOX_NAMES):

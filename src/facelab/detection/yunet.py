@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facelab.detection._decode import YUNET_STRIDES, decode_yunet_level
-from facelab.detection.base import Detector, normalize_sizes, register_detector
-from facelab.errors import ConfigError, ModelError
+from facelab.detection.base import Detector, register_detector
+from facelab.errors import ModelError
 from facelab.ops.boxes import letterbox
 from facelab.ops.nms import nms
 from facelab.ops.normalize import Normalization
@@ -110,16 +110,7 @@ class YuNet(Detector):
         self._order = [names.index(n) for n in YUNET_OUTPUTS]
         _logger.debug("%s: YuNet outputs in decoding order %s", self._label, self._order)
         self.top_k = int(top_k)
-        fixed = self._fixed_input_size()
-        sizes = normalize_sizes(det_size)
-        if fixed is not None:
-            self.det_size: tuple[int, int] | None = fixed
-        elif sizes is None:
-            self.det_size = None
-        elif len(sizes) == 1:
-            self.det_size = sizes[0]
-        else:
-            raise ConfigError(f"YuNet takes one det_size, not {sizes}")
+        self.det_size: tuple[int, int] | None = self._single_det_size(det_size)
 
     @classmethod
     def _card_keys(cls) -> tuple[str, ...]:

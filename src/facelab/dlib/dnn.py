@@ -338,6 +338,12 @@ def _params_slice(reader: DlibReader, params: np.ndarray, start: int, count: int
     return flat[start : start + count].copy()
 
 
+def _skip_multipliers(reader: DlibReader, prefix: str) -> None:
+    """Read past a layer's four training-only doubles (learning-rate and weight-decay multipliers)."""
+    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
+        reader.read_double(f"{prefix} {name}_multiplier")
+
+
 def _size(dims: Sequence[int]) -> int:
     return int(np.prod(dims)) if dims else 0
 
@@ -353,8 +359,7 @@ def _read_con(reader: DlibReader, version: str) -> ConLayer:
     pad_x = reader.read_int32("con_ padding_x")
     filters = reader.read_alias_tensor("con_ filters")
     biases = reader.read_alias_tensor("con_ biases")
-    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-        reader.read_double(f"con_ {name}_multiplier")
+    _skip_multipliers(reader, "con_")
     use_bias = reader.read_bool("con_ use_bias") if version in ("con_5", "con_6") else True
     use_relu = reader.read_bool("con_ use_relu") if version == "con_6" else False
     if filters[0] != num_filters or filters[2] != nr or filters[3] != nc:
@@ -373,8 +378,7 @@ def _read_fc(reader: DlibReader, version: str) -> FC:
     weights_dims = reader.read_alias_tensor("fc_ weights")
     biases_dims = reader.read_alias_tensor("fc_ biases")
     bias_mode = reader.read_int32("fc_ bias_mode")
-    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-        reader.read_double(f"fc_ {name}_multiplier")
+    _skip_multipliers(reader, "fc_")
     use_bias = reader.read_bool("fc_ use_bias") if version == "fc_3" else True
     if bias_mode not in (0, 1):
         raise reader.error(f"fc_ bias_mode {bias_mode} is neither 0 (bias) nor 1 (no bias)")
@@ -420,8 +424,7 @@ def _read_bn(reader: DlibReader, version: str) -> Affine:
     running_vars = reader.read_tensor("bn_ running_variances").reshape(-1).astype(np.float64)
     reader.read_ulong("bn_ num_updates")
     reader.read_ulong("bn_ running_stats_window_size")
-    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-        reader.read_double(f"bn_ {name}_multiplier")
+    _skip_multipliers(reader, "bn_")
     eps = reader.read_double("bn_ eps")
     n = _size(gamma_dims)
     gamma = _params_slice(reader, params, 0, n, "bn_ gamma").astype(np.float64)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facelab.errors import ConfigError
+
 __all__ = ["nms"]
 
 
@@ -39,7 +41,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, plus_one
     boxes = np.asarray(boxes)
     scores = np.asarray(scores).reshape(-1)
     if boxes.ndim != 2 or boxes.shape[1] < 4 or len(boxes) != len(scores):
-        raise ValueError(f"nms: expected (N, 4) boxes and (N,) scores, got {boxes.shape} and {scores.shape}")
+        raise ConfigError(f"nms: expected (N, 4) boxes and (N,) scores, got {boxes.shape} and {scores.shape}")
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     one = 1 if plus_one else 0

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facelab.errors import ConfigError
+
 __all__ = ["Normalization", "to_tensor", "INSIGHTFACE_ARCFACE", "INSIGHTFACE_DETECTOR", "INSIGHTFACE_LANDMARK"]
 
 
@@ -31,11 +33,11 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if self.color_order not in ("RGB", "BGR"):
-            raise ValueError(f"color_order must be 'RGB' or 'BGR', not {self.color_order!r}")
+            raise ConfigError(f"color_order must be 'RGB' or 'BGR', not {self.color_order!r}")
         object.__setattr__(self, "mean", _triple(self.mean))
         object.__setattr__(self, "std", _triple(self.std))
         if any(s == 0 for s in self.std):
-            raise ValueError("std must be non-zero")
+            raise ConfigError(f"std must be non-zero, got {self.std}")
 
 
 def _triple(value: float | Sequence[float]) -> tuple[float, float, float]:
@@ -45,7 +47,7 @@ def _triple(value: float | Sequence[float]) -> tuple[float, float, float]:
     if len(values) == 1:
         return values * 3
     if len(values) != 3:
-        raise ValueError(f"expected 1 or 3 values, got {len(values)}")
+        raise ConfigError(f"expected 1 or 3 values, got {len(values)}")
     return values  # type: ignore[return-value]
 
 
@@ -78,7 +80,7 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray], norm: Normalization, dt
     if batch.ndim == 3:
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ValueError(f"expected (N, H, W, 3) images, got shape {batch.shape}")
+        raise ConfigError(f"expected (N, H, W, 3) images, got shape {batch.shape}")
     if norm.color_order == "RGB":
         batch = batch[..., ::-1]
     mean = np.asarray(norm.mean, dtype=np.float32)  # given in the network's channel order

@@ -24,10 +24,10 @@ from facelab.alignment.transform import norm_crop_batch, pair_images, template_p
 from facelab.errors import ConfigError, ModelError
 from facelab.ops.normalize import to_tensor
 from facelab.registry import RUNNERS
-from facelab.runtime.batching import run_in_chunks, square_input_size
+from facelab.runtime.batching import crop_model_input_size, run_in_chunks, split_per_image
 from facelab.runtime.session import OrtSession, RuntimeOptions, create_session
 from facelab.structures import Detections, Face
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = ["ArcFaceRecognizer", "default_recognizer_card", "DEFAULT_BATCH_SIZE"]
 
@@ -47,21 +47,15 @@ def default_recognizer_card(path: str | Path, **overrides: object) -> ModelCard:
         path: the ``.onnx`` file.
         **overrides: any :class:`~facelab.zoo.card.ModelCard` field.
     """
-    path = Path(path)
-    fields: dict = {
-        "name": f"{path.stem}.local",
+    values: dict = {
         "task": "recognition",
         "arch": "arcface",
-        "files": (FileSpec(path.name),),
-        "license": "user-supplied model: check its licence",
         "color_order": "RGB",
         "mean": (127.5, 127.5, 127.5),
         "std": (127.5, 127.5, 127.5),
         "align_template": "arcface_112_5pt",
-        "source_url": str(path),
     }
-    fields.update(overrides)
-    return ModelCard(**fields)  # type: ignore[arg-type]
+    return ModelCard.for_local_file(path, **{**values, **overrides})
 
 
 @RUNNERS.register("recognition")
@@ -77,14 +71,10 @@ class ArcFaceRecognizer:
     """
 
     def __init__(self, session: OrtSession, card: ModelCard, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        if len(session.outputs) != 1:
-            raise ModelError(f"{card.name}: a recogniser must have one output, this one has {len(session.outputs)}")
+        self.input_size = crop_model_input_size(session, card.input_size, card.name, "a recogniser", batch_size)
         self.card = card
         self.session = session
         self.batch_size = int(batch_size)
-        self.input_size = square_input_size(session.inputs[0].shape, card.input_size, card.name)
         self.normalization = card.normalization
         out_shape = session.outputs[0].shape
         dim = out_shape[-1] if len(out_shape) >= 2 else None
@@ -171,8 +161,7 @@ class ArcFaceRecognizer:
         counts = [len(c) for c in crops]
         if sum(counts) == 0:
             return [np.zeros((0, self.embedding_dim or 0), np.float32) for _ in counts]
-        embeddings = self.embed(np.concatenate(crops, axis=0))
-        return np.split(embeddings, np.cumsum(counts)[:-1])
+        return split_per_image(self.embed(np.concatenate(crops, axis=0)), counts)
 
     def embed_detections(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[np.ndarray]:
         """Pipeline protocol: embed every detection of every image (detections need keypoints).

@@ -8,14 +8,32 @@ their own loop, so batching behaves the same everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.runtime.session import OrtSession
 
-__all__ = ["batch_limit", "run_in_chunks", "square_input_size"]
+__all__ = [
+    "batch_limit",
+    "check_batch_size",
+    "crop_model_input_size",
+    "run_in_chunks",
+    "split_per_image",
+    "square_input_size",
+]
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` as an ``int``.
+
+    Raises:
+        ConfigError: ``batch_size`` is smaller than 1.
+    """
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    return int(batch_size)
 
 
 def batch_limit(session: OrtSession, batch_size: int) -> int:
@@ -24,8 +42,7 @@ def batch_limit(session: OrtSession, batch_size: int) -> int:
     Raises:
         ConfigError: ``batch_size`` is smaller than 1.
     """
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     shape = session.inputs[0].shape
     fixed = shape[0] if shape else None
     return int(fixed) if fixed else int(batch_size)
@@ -68,6 +85,53 @@ def run_in_chunks(
         outputs = session.run({name: tensor, **(extra_feeds or {})})
         parts.append([np.asarray(o)[:used] for o in outputs])
     return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+
+
+def split_per_image(values: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """Cut the outputs of all items of several images back into one array per image.
+
+    Args:
+        values: ``(sum(counts), ...)`` array, the items of image 0 first.
+        counts: items per image.
+
+    Returns:
+        One ``(counts[i], ...)`` view of ``values`` per image (an empty list for no images).
+
+    Raises:
+        ConfigError: ``values`` does not have ``sum(counts)`` rows.
+
+    Example:
+        >>> [part.tolist() for part in split_per_image(np.arange(5), [2, 0, 3])]
+        [[0, 1], [], [2, 3, 4]]
+    """
+    if len(values) != sum(counts):
+        raise ConfigError(f"{len(values)} outputs for {sum(counts)} items ({list(counts)} per image)")
+    return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def crop_model_input_size(
+    session: OrtSession, card_size: tuple[int, int] | None, label: str, kind: str, batch_size: int
+) -> int:
+    """Checks shared by the runners of one-output models on square crops; returns the crop side.
+
+    Args:
+        session: the model.
+        card_size: the card's ``(width, height)``, or ``None``.
+        label: model name for error messages.
+        kind: what the model is, for error messages (``"a recogniser"``, ``"a landmark model"``).
+        batch_size: the runner's chunk size.
+
+    Raises:
+        ModelError: the model has more or fewer than one output, or no square ``(N, 3, S, S)``
+            input (see :func:`square_input_size`).
+        ConfigError: ``batch_size`` is smaller than 1.
+    """
+    from facelab.errors import ModelError
+
+    if len(session.outputs) != 1:
+        raise ModelError(f"{label}: {kind} must have one output, this one has {len(session.outputs)}")
+    check_batch_size(batch_size)
+    return square_input_size(session.inputs[0].shape, card_size, label)
 
 
 def square_input_size(shape: tuple[int | None, ...], card_size: tuple[int, int] | None, label: str) -> int:

@@ -32,7 +32,7 @@ from facelab.registry import RUNNERS
 from facelab.runtime.batching import square_input_size
 from facelab.runtime.session import OrtSession, RuntimeOptions, create_session
 from facelab.structures import Face
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = ["FaceSwapper", "default_swapper_card", "read_last_initializer", "blend_back"]
 
@@ -41,21 +41,16 @@ _logger = logging.getLogger(__name__)
 
 def default_swapper_card(path: str | Path, **overrides: object) -> ModelCard:
     """Card for a user-supplied inswapper-style model: ArcFace-128 template, RGB, ``x / 255``."""
-    path = Path(path)
-    fields: dict = {
-        "name": f"{path.stem}.local",
+    values: dict = {
         "task": "swap",
         "arch": "inswapper",
-        "files": (FileSpec(path.name),),
         "license": "user-supplied model: check its licence (InsightFace's inswapper needs a licence from InsightFace)",
         "color_order": "RGB",
         "mean": (0.0, 0.0, 0.0),
         "std": (255.0, 255.0, 255.0),
         "align_template": "arcface_112_5pt",
-        "source_url": str(path),
     }
-    fields.update(overrides)
-    return ModelCard(**fields)  # type: ignore[arg-type]
+    return ModelCard.for_local_file(path, **{**values, **overrides})
 
 
 def read_last_initializer(path: str | Path) -> np.ndarray:

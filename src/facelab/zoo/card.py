@@ -12,12 +12,22 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from facelab.errors import ConfigError
 from facelab.ops.normalize import Normalization
 
 __all__ = ["FileSpec", "ModelCard", "PackCard", "TASKS"]
 
 #: Tasks a model card may declare.
-TASKS = ("detection", "recognition", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "swap", "landmark_5")
+TASKS = (
+    "detection",
+    "recognition",
+    "landmark_2d_106",
+    "landmark_3d_68",
+    "genderage",
+    "attribute",
+    "swap",
+    "landmark_5",
+)
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,9 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"model card {self.name!r}: unknown task {self.task!r}; expected one of {TASKS}")
+            raise ConfigError(f"model card {self.name!r}: unknown task {self.task!r}; expected one of {TASKS}")
         if not self.license:
-            raise ValueError(f"model card {self.name!r}: the licence is mandatory")
+            raise ConfigError(f"model card {self.name!r}: the licence is mandatory")
         object.__setattr__(self, "files", tuple(f if isinstance(f, FileSpec) else FileSpec(**f) for f in self.files))
         object.__setattr__(self, "urls", tuple(self.urls))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -96,33 +106,69 @@ class ModelCard:
         """The card's colour order, mean and std as a :class:`~facelab.ops.normalize.Normalization`."""
         return Normalization(self.color_order, self.mean, self.std)
 
+    @classmethod
+    def for_local_file(cls, path: str | Path, **values: Any) -> ModelCard:
+        """Card for a user-supplied model file (the runners' ``default_*_card`` functions).
+
+        Args:
+            path: the model file; the card is named ``<stem>.local``, lists that one file and
+                gives the path as its ``source_url``.
+            **values: the other fields (``task`` and ``arch`` at least); they may also replace
+                ``name``, ``files``, ``license`` or ``source_url``.
+        """
+        path = Path(path)
+        base: dict[str, Any] = {
+            "name": f"{path.stem}.local",
+            "files": (FileSpec(path.name),),
+            "license": "user-supplied model: check its licence",
+            "source_url": str(path),
+        }
+        return cls(**{**base, **values})
+
     def with_overrides(self, **changes: Any) -> ModelCard:
         """Return a copy with some fields changed."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
-        return json.loads(json.dumps(asdict(self)))
+        return _jsonable(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        """Build a card from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        """Build a card from :meth:`to_dict` output; unknown keys raise ``ConfigError`` (a ``ValueError``)."""
+        unknown = _unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"model card: unknown fields {sorted(unknown)}")
+            raise ConfigError(f"model card: unknown fields {unknown}")
         data = dict(data)
         data["files"] = tuple(FileSpec(**f) if isinstance(f, dict) else f for f in data.get("files", ()))
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
         """Write the card as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
         """Read a card written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(_read_json(path))
+
+
+def _jsonable(card: ModelCard | PackCard) -> dict[str, Any]:
+    """Every field of a card as JSON-safe data (tuples become lists)."""
+    return json.loads(json.dumps(asdict(card)))
+
+
+def _unknown_fields(cls: type, data: dict[str, Any]) -> list[str]:
+    """Sorted keys of ``data`` that are not fields of the dataclass ``cls``."""
+    return sorted(set(data) - {f.name for f in fields(cls)})
+
+
+def _write_json(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -149,7 +195,7 @@ class PackCard:
 
     def __post_init__(self) -> None:
         if not self.license:
-            raise ValueError(f"pack {self.name!r}: the licence is mandatory")
+            raise ConfigError(f"pack {self.name!r}: the licence is mandatory")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "urls", tuple(self.urls))
 
@@ -159,15 +205,14 @@ class PackCard:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field; member cards as :meth:`ModelCard.to_dict` dicts."""
-        return json.loads(json.dumps(asdict(self)))
+        return _jsonable(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PackCard:
-        """Build a pack card from :meth:`to_dict` output (a pack JSON file); unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        """Build a pack card from :meth:`to_dict` output (a pack JSON file); unknown keys raise ``ConfigError``."""
+        unknown = _unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"pack card {data.get('name', '?')!r}: unknown fields {sorted(unknown)}")
+            raise ConfigError(f"pack card {data.get('name', '?')!r}: unknown fields {unknown}")
         data = dict(data)
         models = data.get("models", ())
         data["models"] = tuple(m if isinstance(m, ModelCard) else ModelCard.from_dict(m) for m in models)
@@ -177,9 +222,9 @@ class PackCard:
 
     def save(self, path: str | Path) -> None:
         """Write the pack card, member cards included, as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> PackCard:
         """Read a pack card written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(_read_json(path))
