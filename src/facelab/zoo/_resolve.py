@@ -380,7 +380,11 @@ def _resolve_zoo(
 
 
 def identify_model(path: PathLike, *, home: PathLike | None = None, tag: str | None = None) -> ModelCard:
-    """The card of one ONNX file: a registered card with the same SHA-256, else one classified from its signature.
+    """The card of one ONNX file.
+
+    In order: a card JSON beside the file (``<stem>.json``, as ``facelab train export`` writes it)
+    whose recorded SHA-256 matches the file; a registered card with the same SHA-256; else a card
+    classified from the file's input/output signature.
 
     Args:
         path: the ``.onnx`` file.
@@ -395,6 +399,17 @@ def identify_model(path: PathLike, *, home: PathLike | None = None, tag: str | N
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     digest = cached_sha256(path, home)
+    beside = path.with_suffix(".json")
+    if beside.is_file():
+        try:
+            own = ModelCard.load(beside)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"{beside}: not a facelab model card: {exc}") from exc
+        pinned = next((f.sha256 for f in own.files if f.filename == path.name), "")
+        if pinned == digest:
+            _logger.info("%s: card read from %s", path.name, beside.name)
+            return own
+        _logger.warning("%s: ignoring %s, whose sha256 does not match the file", path.name, beside.name)
     known = cards_by_sha256(digest)
     if known:
         same_name = [c for c in known if any(f.filename == path.name for f in c.files)]
