@@ -432,7 +432,9 @@ def _similarity_matrices(reference: np.ndarray, current: np.ndarray) -> np.ndarr
 def _check_image(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or img.size == 0:
-        raise ImageError(f"shape predictor needs a non-empty (H, W) or (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
+        raise ImageError(
+            f"shape predictor needs a non-empty (H, W) or (H, W, 3) uint8 image, got {img.dtype} {img.shape}"
+        )
     return img
 
 
@@ -445,7 +447,7 @@ def _intensity_at(img: np.ndarray, py: np.ndarray, px: np.ndarray) -> np.ndarray
 
 
 def _round_half_up(values: np.ndarray) -> np.ndarray:
-    """dlib's float-to-integer point conversion: ``floor(v + 0.5)``."""
+    """Round as dlib converts float points to integer ones: ``floor(v + 0.5)``."""
     return np.floor(values + 0.5)
 
 

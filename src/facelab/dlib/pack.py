@@ -1,0 +1,619 @@
+"""The ``open`` model pack: dlib's CC0 face models (detector, 5 points, 128-d recogniser) on ONNX Runtime.
+
+The weights come from the PyPI package ``face-recognition-models==0.3.0`` (data only, CC0;
+the models are Davis King's, trained for dlib): ``mmod_human_face_detector.dat``,
+``shape_predictor_5_face_landmarks.dat`` and ``dlib_face_recognition_resnet_model_v1.dat``.
+The two networks are converted to ONNX by :func:`facelab.dlib.convert.convert_cached` (cached
+under ``$FACELAB_HOME``, rebuilt when the source changes); the shape predictor runs in numpy.
+Nothing is downloaded. dlib's 68-point model in the same package is *not* used (its training
+data, iBUG 300-W, is not for commercial use).
+
+Runners (the pipeline's protocol, see :mod:`facelab.pipeline`):
+
+* detection: :class:`facelab.dlib.mmod.DlibMMOD` (arch ``"dlib_mmod"`` in
+  :data:`facelab.detection.base.DETECTORS`); boxes only, no keypoints.
+* ``landmark_5``: :class:`DlibLandmark5` (arch ``"dlib_shape_5"``), dlib's 5 points per box.
+* ``recognition``: :class:`DlibResNetRecognizer` (arch ``"dlib_resnet"``): shape predictor →
+  dlib's 150x150 chip (``get_face_chip_details(shape, 150, 0.25)``) → ResNet → 128-d
+  descriptor, for all faces of all images in batched runs. It needs no detector keypoints.
+
+**dlib's 5 points and facelab's keypoints.** dlib's order is: 0 outer and 1 inner corner of the
+eye on the image *right*, 2 outer and 3 inner corner of the eye on the image *left*, 4 the base
+of the nose (subnasale). :func:`dlib5_to_facelab` derives what it can in
+:class:`~facelab.structures.FaceKeypoint` order: ``LEFT_EYE`` / ``RIGHT_EYE`` = midpoints of the
+eye corners (close to, not exactly, the pupil centres InsightFace's detectors give); ``NOSE`` =
+dlib's nose base, which lies *below* the nose tip InsightFace uses (so it is only approximate);
+``LEFT_MOUTH`` / ``RIGHT_MOUTH`` cannot be derived (NaN). Because two of five points are
+missing, dlib's points are never put into ``Detections.kps``/``Face.kps``; the landmark runner
+reports them as ``Face.attributes["dlib_shape_5"]`` (``(5, 2)``, dlib order) and
+``Face.attributes["eyes_nose_from_dlib"]`` (``(3, 2)``: ``LEFT_EYE``, ``RIGHT_EYE``, ``NOSE`` as
+derived above; JSON-safe, no NaN).
+
+**Same-person threshold.** dlib's rule is Euclidean distance < 0.6 between raw descriptors.
+facelab compares cosine similarities; the card's ``extra["threshold_cosine"]`` holds the
+threshold calibrated on ``verification/deepface/master.csv`` (see
+``extra["threshold_calibration"]`` for how it was obtained).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from facelab.dlib.chips import extract_chips, face_chip_details
+from facelab.dlib.mmod import DlibMMOD, MMODGeometry, MMODMode, dlib_rects_from_boxes
+from facelab.errors import ConfigError, ModelError
+from facelab.ops.normalize import Normalization, to_tensor
+from facelab.registry import RUNNERS
+from facelab.structures import Detections
+
+if TYPE_CHECKING:
+    from facelab.dlib.shape_predictor import ShapePredictorModel
+    from facelab.runtime.session import OrtSession, RuntimeOptions
+    from facelab.zoo.card import ModelCard, PackCard
+
+__all__ = [
+    "OPEN_PACK_NAME",
+    "DLIB_SHAPE_5_NAMES",
+    "DlibLandmark5",
+    "DlibResNetRecognizer",
+    "dlib5_to_facelab",
+    "load_shape_predictor_cached",
+    "open_pack_card",
+    "build_open_pack",
+    "open_detector",
+    "open_landmarker",
+    "open_recognizer",
+    "THRESHOLD_COSINE",
+    "THRESHOLD_EUCLIDEAN_DLIB",
+    "THRESHOLD_CALIBRATION",
+]
+
+_logger = logging.getLogger(__name__)
+
+OPEN_PACK_NAME = "open"
+
+#: dlib's 5-point order (image left/right as seen in the picture).
+DLIB_SHAPE_5_NAMES = (
+    "eye_image_right_outer_corner",
+    "eye_image_right_inner_corner",
+    "eye_image_left_outer_corner",
+    "eye_image_left_inner_corner",
+    "nose_base",
+)
+
+#: dlib's documented rule: same person when the Euclidean distance of raw descriptors is below 0.6.
+THRESHOLD_EUCLIDEAN_DLIB = 0.6
+#: Cosine-similarity threshold equivalent to dlib's rule, calibrated on deepface's master.csv
+#: (300 pairs) with this package's pipeline; see :data:`THRESHOLD_CALIBRATION`.
+THRESHOLD_COSINE = 0.923
+#: How :data:`THRESHOLD_COSINE` was obtained (copied into the recogniser card's ``extra``).
+THRESHOLD_CALIBRATION: dict[str, Any] = {
+    "dataset": "verification/deepface/master.csv (300 pairs: 38 same, 262 different; 25 images)",
+    "pipeline": (
+        "open pack, default (fast) detector mode, largest face per image, 5-point shape predictor, "
+        "dlib chip 150/0.25, ResNet descriptor (facelab 0.x, converter 1)"
+    ),
+    "method": (
+        "dlib's rule ||a - b|| < 0.6 on raw descriptors becomes a cosine threshold through "
+        "||a - b||^2 = |a|^2 + |b|^2 - 2|a||b|cos: with the mean squared descriptor norm m measured on "
+        "the 25 images (m = 2.351, |a| = 1.53 +- 0.08), cos >= 1 - 0.36 / (2 m) = 0.9234, rounded to 0.923"
+    ),
+    "accuracy_euclidean_0.6": 0.9967,
+    "accuracy_cosine_0.923": 1.0,
+    "perfect_cosine_interval": [0.9184, 0.9271],
+    "note": (
+        "0.923 lies inside the interval of cosine thresholds that classify all 300 pairs correctly; "
+        "the Euclidean rule misses one same-person pair (distance 0.602). dlib's own pipeline: 0.9967."
+    ),
+}
+
+_SOURCE = "face-recognition-models 0.3.0 (PyPI, CC0); models by Davis E. King for dlib"
+_SOURCE_URL = "https://pypi.org/project/face-recognition-models/0.3.0/"
+_LICENSE = "CC0-1.0"
+
+
+def dlib5_to_facelab(shapes: np.ndarray) -> np.ndarray:
+    """Dlib 5-point shapes → facelab :class:`~facelab.structures.FaceKeypoint` order where derivable.
+
+    Args:
+        shapes: ``(5, 2)`` or ``(N, 5, 2)`` points in dlib's order (:data:`DLIB_SHAPE_5_NAMES`).
+
+    Returns:
+        Same leading shape, ``(…, 5, 2)`` ``float32``: ``LEFT_EYE`` (image left) = midpoint of
+        dlib points 2 and 3, ``RIGHT_EYE`` = midpoint of 0 and 1, ``NOSE`` = dlib point 4 (the
+        nose *base*, below InsightFace's nose tip: approximate), ``LEFT_MOUTH`` and
+        ``RIGHT_MOUTH`` = NaN (dlib's 5-point model has no mouth points).
+    """
+    s = np.asarray(shapes, dtype=np.float32)
+    if s.shape[-2:] != (5, 2):
+        raise ConfigError(f"dlib5_to_facelab needs (…, 5, 2) shapes, got {s.shape}")
+    out = np.full(s.shape, np.nan, np.float32)
+    out[..., 0, :] = (s[..., 2, :] + s[..., 3, :]) / 2
+    out[..., 1, :] = (s[..., 0, :] + s[..., 1, :]) / 2
+    out[..., 2, :] = s[..., 4, :]
+    return out
+
+
+_SP_CACHE: dict[tuple[str, int, int], ShapePredictorModel] = {}
+
+
+def load_shape_predictor_cached(path: str | os.PathLike) -> ShapePredictorModel:
+    """:func:`facelab.dlib.shape_predictor.load_shape_predictor`, parsed once per file version.
+
+    The landmark runner and the recogniser of one pack share the same parsed model (parsing the
+    9 MB file takes seconds).
+    """
+    from facelab.dlib.shape_predictor import load_shape_predictor
+
+    p = Path(path)
+    try:
+        stat = p.stat()
+        key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return load_shape_predictor(p)  # raises the reader's "not found" error
+    model = _SP_CACHE.get(key)
+    if model is None:
+        model = load_shape_predictor(p)
+        _SP_CACHE.clear()  # keep one model: a new file version replaces the old one
+        _SP_CACHE[key] = model
+    return model
+
+
+def _shape_predictor_for(card: ModelCard | None, near: Path | None) -> ShapePredictorModel:
+    """Load the 5-point shape predictor named by a card (beside ``near``), else the bundled one."""
+    from facelab.dlib._serialize import bundled_model_path
+
+    load_shape_predictor = load_shape_predictor_cached
+    name = "shape_predictor_5_face_landmarks.dat"
+    if card is not None:
+        name = str(card.extra.get("shape_predictor", name))
+    if near is not None and (near.parent / name).is_file():
+        return load_shape_predictor(near.parent / name)
+    if Path(name).is_file():
+        return load_shape_predictor(name)
+    return load_shape_predictor(bundled_model_path(Path(name).name))
+
+
+def _rects_of(det: Detections) -> np.ndarray:
+    return dlib_rects_from_boxes(det.boxes)
+
+
+@RUNNERS.register("landmark_5")
+class DlibLandmark5:
+    """dlib's 5-point shape predictor as the ``landmark_5`` runner (numpy, no ONNX).
+
+    Attributes:
+        model: the parsed :class:`~facelab.dlib.shape_predictor.ShapePredictorModel`.
+        card: its card, when built from one.
+    """
+
+    arch: ClassVar[str] = "dlib_shape_5"
+
+    def __init__(self, model: ShapePredictorModel, card: ModelCard | None = None) -> None:
+        if model.num_parts != 5:
+            raise ModelError(
+                f"{model.source}: a 5-point shape predictor is needed, this one has {model.num_parts} parts"
+            )
+        self.model = model
+        self.card = card
+
+    @classmethod
+    def from_card(
+        cls, card: ModelCard, path: str | Path, runtime: RuntimeOptions | None = None, **_: Any
+    ) -> DlibLandmark5:
+        """Load the ``.dat`` file ``path`` (``runtime`` and pipeline options are ignored: numpy only)."""
+        if card.task != "landmark_5":
+            raise ConfigError(f"{card.name}: DlibLandmark5 needs a landmark_5 card, not {card.task!r}")
+        return cls(load_shape_predictor_cached(path), card)
+
+    def shapes(self, image: np.ndarray, boxes: np.ndarray, *, round_points: bool = True) -> np.ndarray:
+        """Dlib 5-point shapes of the faces in ``boxes``.
+
+        Args:
+            image: ``(H, W, 3)`` ``uint8`` BGR (or ``(H, W)`` grey).
+            boxes: ``(N, 4)`` facelab boxes ``[x1, y1, x2, y2]`` (dlib's rectangle is
+                ``[x1, y1, x2 - 1, y2 - 1]``).
+            round_points: round to integer pixels as dlib does (default; what dlib's chips use).
+
+        Returns:
+            ``(N, 5, 2)`` ``float32`` in dlib's order (:data:`DLIB_SHAPE_5_NAMES`).
+        """
+        from facelab.dlib.shape_predictor import predict_many
+
+        return predict_many(self.model, image, dlib_rects_from_boxes(boxes), round_points=round_points)
+
+    def predict_detections(
+        self, images: Sequence[np.ndarray], detections: Sequence[Detections]
+    ) -> list[dict[str, list]]:
+        """Pipeline protocol: per image, ``{"dlib_shape_5": [...], "eyes_nose_from_dlib": [...]}``.
+
+        ``dlib_shape_5`` holds one ``(5, 2)`` array of dlib-order points per face,
+        ``eyes_nose_from_dlib`` the ``(3, 2)`` ``LEFT_EYE``, ``RIGHT_EYE``, ``NOSE`` rows of
+        :func:`dlib5_to_facelab` (the mouth corners cannot be derived); both land in
+        ``Face.attributes``.
+        """
+        if len(images) != len(detections):
+            raise ConfigError(f"got {len(images)} images but {len(detections)} detections")
+        out = []
+        for image, det in zip(images, detections):
+            shapes = self.shapes(image, det.boxes) if len(det) else np.zeros((0, 5, 2), np.float32)
+            derived = dlib5_to_facelab(shapes)[:, :3]
+            out.append({"dlib_shape_5": list(shapes), "eyes_nose_from_dlib": list(derived)})
+        return out
+
+
+@RUNNERS.register("recognition.dlib_resnet")
+class DlibResNetRecognizer:
+    """dlib's ResNet face recogniser (128-d) with dlib's own alignment.
+
+    Each face: 5-point shape predictor on its box → dlib chip (150x150, padding 0.25, bilinear
+    with pyramid anti-aliasing) → network. All faces of all images go through the network in
+    chunks of ``batch_size``.
+
+    Attributes:
+        session: the converted network.
+        card: its card.
+        shape_predictor: the 5-point model used for alignment.
+        normalization: RGB, ``(x - avg) / 256`` (dlib's ``input_rgb_image_sized``).
+        batch_size: chips per ``run`` call.
+        padding: chip padding (0.25, what the network was trained with).
+    """
+
+    arch: ClassVar[str] = "dlib_resnet"
+    chip_size: ClassVar[int] = 150
+
+    def __init__(
+        self,
+        session: OrtSession,
+        card: ModelCard,
+        shape_predictor: ShapePredictorModel,
+        *,
+        batch_size: int = 16,
+        padding: float = 0.25,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {batch_size}")
+        if shape_predictor.num_parts != 5:
+            raise ModelError(f"{shape_predictor.source}: dlib chips need the 5-point shape predictor")
+        self.session = session
+        self.card = card
+        self.shape_predictor = shape_predictor
+        self.normalization: Normalization = card.normalization
+        self.batch_size = int(batch_size)
+        self.padding = float(padding)
+        self.embedding_dim = card.embedding_dim or 128
+
+    @classmethod
+    def from_card(
+        cls, card: ModelCard, path: str | Path, runtime: RuntimeOptions | None = None, **kwargs: Any
+    ) -> DlibResNetRecognizer:
+        """Load the converted ``.onnx`` at ``path``.
+
+        The shape predictor named by ``card.extra["shape_predictor"]`` is taken from the same
+        folder, else from the installed ``face-recognition-models``.
+        """
+        from facelab.runtime.session import create_session
+
+        if card.task != "recognition":
+            raise ConfigError(f"{card.name}: DlibResNetRecognizer needs a recognition card, not {card.task!r}")
+        sp = kwargs.pop("shape_predictor", None) or _shape_predictor_for(card, Path(path))
+        allowed = {k: kwargs[k] for k in ("batch_size", "padding") if k in kwargs}
+        return cls(create_session(path, runtime), card, sp, **allowed)
+
+    # ----------------------------------------------------------------------------- steps
+
+    def chips(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dlib's shapes and 150x150 chips for the faces in ``boxes``.
+
+        Args:
+            image: ``(H, W, 3)`` ``uint8`` BGR.
+            boxes: ``(N, 4)`` facelab boxes.
+
+        Returns:
+            ``(shapes, chips)``: ``(N, 5, 2)`` ``float32`` integer-rounded dlib shapes and
+            ``(N, 150, 150, 3)`` ``uint8`` BGR chips.
+        """
+        from facelab.dlib.shape_predictor import predict_many
+
+        if len(boxes) == 0:
+            return np.zeros((0, 5, 2), np.float32), np.zeros((0, self.chip_size, self.chip_size, 3), np.uint8)
+        shapes = predict_many(self.shape_predictor, image, dlib_rects_from_boxes(boxes), round_points=True)
+        details = [face_chip_details(s, self.chip_size, self.padding) for s in shapes]
+        return shapes, np.stack(extract_chips(image, details))
+
+    def embed(self, chips: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Descriptors of dlib chips.
+
+        Args:
+            chips: ``(N, 150, 150, 3)`` ``uint8`` **BGR** chips (or one chip).
+
+        Returns:
+            ``(N, 128)`` ``float32`` raw (unnormalised) descriptors, as dlib's
+            ``compute_face_descriptor``.
+        """
+        from facelab.runtime.batching import run_in_chunks
+
+        batch = np.asarray(chips)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.size == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        if batch.shape[1:] != (self.chip_size, self.chip_size, 3) or batch.dtype != np.uint8:
+            raise ConfigError(f"expected (N, 150, 150, 3) uint8 chips, got {batch.dtype} {batch.shape}")
+        (out,) = run_in_chunks(self.session, batch, self.batch_size, lambda c: to_tensor(c, self.normalization))
+        return np.asarray(out, np.float32).reshape(len(batch), -1)
+
+    def embed_detections(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[np.ndarray]:
+        """Pipeline protocol: descriptors of every detected face of every image, batched across images.
+
+        Args:
+            images: ``(H, W, 3)`` ``uint8`` BGR images.
+            detections: one :class:`~facelab.structures.Detections` per image (boxes are enough;
+                keypoints are not used).
+
+        Returns:
+            One ``(n_i, 128)`` ``float32`` array of raw descriptors per image.
+        """
+        if len(images) != len(detections):
+            raise ConfigError(f"got {len(images)} images but {len(detections)} detections")
+        all_chips = []
+        counts = []
+        for image, det in zip(images, detections):
+            _, chips = self.chips(image, det.boxes)
+            all_chips.append(chips)
+            counts.append(len(chips))
+        if sum(counts) == 0:
+            return [np.zeros((0, self.embedding_dim), np.float32) for _ in counts]
+        emb = self.embed(np.concatenate(all_chips))
+        return list(np.split(emb, np.cumsum(counts)[:-1]))
+
+    def __repr__(self) -> str:
+        return f"DlibResNetRecognizer({self.session.path or '<bytes>'}, batch_size={self.batch_size})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The open pack
+# ---------------------------------------------------------------------------------------------
+
+
+def open_pack_card() -> PackCard:
+    """The ``open`` pack card (detector, 5-point landmarks, recogniser; CC0).
+
+    File entries name the artefacts :func:`build_open_pack` produces; their SHA-256 are left
+    empty because they are generated locally from the installed data package (whose source
+    ``.dat`` hashes the converter's own card records).
+    """
+    from facelab.zoo.card import FileSpec, ModelCard, PackCard
+
+    geometry = MMODGeometry()
+    detector = ModelCard(
+        name="dlib_mmod.face_v1",
+        task="detection",
+        arch="dlib_mmod",
+        files=(FileSpec("mmod_human_face_detector.onnx"),),
+        license=_LICENSE,
+        urls=(_SOURCE_URL,),
+        color_order="RGB",
+        mean=geometry.avg_rgb,
+        std=(256.0, 256.0, 256.0),
+        source_url=_SOURCE_URL,
+        paper="D. E. King, Max-Margin Object Detection, arXiv:1502.00046 (2015)",
+        notes=(
+            f"{_SOURCE}. Converted from mmod_human_face_detector.dat by facelab.dlib.convert. "
+            "Scores are dlib's raw confidences (> 0 = face at dlib's default threshold). Default mode: "
+            "image resized so its longer side is 1024 px (at most 2x up), full 5/6 pyramid, one network run; "
+            "mode='dlib' reproduces dlib's cnn_face_detection_model_v1(img, 1)."
+        ),
+        extra={"mmod": geometry.to_dict(), "det_thresh": 0.0, "source_file": "mmod_human_face_detector.dat"},
+    )
+    landmarks = ModelCard(
+        name="dlib_shape_5.face_v1",
+        task="landmark_5",
+        arch="dlib_shape_5",
+        files=(FileSpec("shape_predictor_5_face_landmarks.dat"),),
+        license=_LICENSE,
+        urls=(_SOURCE_URL,),
+        input_size=(1, 1),
+        source_url=_SOURCE_URL,
+        paper="V. Kazemi, J. Sullivan, One Millisecond Face Alignment with an Ensemble of Regression Trees, CVPR 2014",
+        notes=(
+            f"{_SOURCE}. Evaluated in numpy (facelab.dlib.shape_predictor). Points in dlib order: "
+            + ", ".join(DLIB_SHAPE_5_NAMES)
+            + ". input_size is not used (the model works on a face box)."
+        ),
+        extra={"points": list(DLIB_SHAPE_5_NAMES)},
+    )
+    recognizer = ModelCard(
+        name="dlib_resnet.face_v1",
+        task="recognition",
+        arch="dlib_resnet",
+        files=(FileSpec("dlib_face_recognition_resnet_model_v1.onnx"),),
+        license=_LICENSE,
+        urls=(_SOURCE_URL,),
+        input_size=(150, 150),
+        color_order="RGB",
+        mean=(122.782, 117.001, 104.298),
+        std=(256.0, 256.0, 256.0),
+        align_template="dlib_chip_150_5pt",
+        embedding_dim=128,
+        source_url=_SOURCE_URL,
+        train_data="about 3 million faces (VGG, FaceScrub and web images; dlib's documentation)",
+        metrics={"LFW": {"acc": 99.38, "source": "published by dlib"}},
+        notes=(
+            f"{_SOURCE}. Chips: dlib's get_face_chip_details(shape_5, 150, 0.25) from the 5-point shape "
+            "predictor's points (facelab.dlib.chips). dlib's same-person rule: Euclidean distance < 0.6 "
+            "on raw descriptors; the cosine equivalent is extra['threshold_cosine']."
+        ),
+        extra={
+            "threshold_cosine": THRESHOLD_COSINE,
+            "threshold_euclidean_dlib": THRESHOLD_EUCLIDEAN_DLIB,
+            "threshold_calibration": dict(THRESHOLD_CALIBRATION),
+            "shape_predictor": "shape_predictor_5_face_landmarks.dat",
+            "chip_padding": 0.25,
+            "source_file": "dlib_face_recognition_resnet_model_v1.dat",
+        },
+    )
+    return PackCard(
+        name=OPEN_PACK_NAME,
+        models=(detector, landmarks, recognizer),
+        license=_LICENSE,
+        source_url=_SOURCE_URL,
+        notes=(
+            "Offline, commercially usable default: dlib's CC0 models from the face-recognition-models PyPI "
+            "package, converted locally to ONNX (no download). dlib by Davis E. King."
+        ),
+    )
+
+
+def _bundled(name: str) -> Path:
+    from facelab.dlib._serialize import bundled_model_path
+
+    return Path(bundled_model_path(name))
+
+
+def build_open_pack(home: str | os.PathLike | None = None) -> Any:
+    """Build (or reuse) the ``open`` pack's files from the installed ``face-recognition-models``, offline.
+
+    The two networks are converted with :func:`facelab.dlib.convert.convert_cached` (cached in
+    ``<home>/converted/``, rebuilt only when a source ``.dat`` or the converter changes); the
+    converted ``.onnx`` files and the shape predictor ``.dat`` are then linked (or copied) into
+    ``<home>/models/open/`` under the names of :func:`open_pack_card`, so the zoo finds the pack
+    there too.
+
+    Args:
+        home: the facelab home (default ``$FACELAB_HOME`` or ``~/.facelab``).
+
+    Returns:
+        A :class:`facelab.zoo.ResolvedPack`: ``(card, path)`` for the detector (``.onnx``), the
+        5-point landmarker (``.dat``) and the recogniser (``.onnx``), detection first. The cards
+        carry the SHA-256 and size of the files actually built.
+
+    Raises:
+        ModelNotFoundError: ``face-recognition-models`` is not installed.
+        ModelError: a source file is corrupt.
+    """
+    import shutil
+
+    from facelab.dlib.convert import convert_cached, facelab_home
+    from facelab.zoo import ResolvedPack
+    from facelab.zoo.card import FileSpec
+
+    pack = open_pack_card()
+    folder = facelab_home(home) / "models" / OPEN_PACK_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = {
+        "detection": ("mmod_human_face_detector.dat", True),
+        "landmark_5": ("shape_predictor_5_face_landmarks.dat", False),
+        "recognition": ("dlib_face_recognition_resnet_model_v1.dat", True),
+    }
+    models = []
+    for card in pack.models:
+        dat_name, convert = sources[card.task]
+        dat = _bundled(dat_name)
+        if convert:
+            built, conv_card = convert_cached(dat, home)
+            spec = conv_card.files[0]
+            provenance = {
+                k: v for k, v in conv_card.extra.items() if k.startswith("source") or k == "converter_version"
+            }
+            extra = {**card.extra, **provenance}
+            if card.task == "detection":
+                geometry = MMODGeometry.from_card_extra(conv_card.extra, conv_card.mean)
+                if geometry is not None:
+                    extra["mmod"] = geometry.to_dict()
+        else:
+            built = dat
+            spec = FileSpec(dat.name, _file_sha256(dat), dat.stat().st_size)
+            extra = dict(card.extra)
+        target = folder / card.files[0].filename
+        if not (target.is_file() and target.stat().st_size == spec.size_bytes and _file_sha256(target) == spec.sha256):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(built, tmp)
+            except OSError:
+                shutil.copyfile(built, tmp)
+            os.replace(tmp, target)
+        final = card.with_overrides(files=(FileSpec(target.name, spec.sha256, spec.size_bytes),), extra=extra)
+        models.append((final, target))
+    models.sort(key=lambda item: item[0].task != "detection")
+    return ResolvedPack(OPEN_PACK_NAME, folder, models, card=pack, source="built")
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def _member(task: str, home: str | os.PathLike | None) -> tuple[ModelCard, Path]:
+    resolved = build_open_pack(home)
+    found = resolved.model(task)
+    if found is None:  # pragma: no cover - the pack always has the three tasks
+        raise ModelError(f"the open pack has no {task} model")
+    return found
+
+
+def open_detector(
+    mode: MMODMode | str | dict[str, Any] | None = None,
+    runtime: RuntimeOptions | None = None,
+    *,
+    home: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> DlibMMOD:
+    """The open pack's face detector (dlib MMOD on ONNX Runtime).
+
+    Args:
+        mode: ``"fast"`` (default; :data:`facelab.dlib.mmod.FAST_MODE`), ``"dlib"``
+            (:data:`facelab.dlib.mmod.DLIB_MODE`, dlib's own results), or an
+            :class:`~facelab.dlib.mmod.MMODMode`.
+        runtime: ONNX Runtime providers and threads.
+        home: facelab home for the converted files.
+        **kwargs: :class:`~facelab.dlib.mmod.DlibMMOD` options (``det_thresh``, ...).
+    """
+    card, path = _member("detection", home)
+    return DlibMMOD.from_card(card, path, runtime, mode=mode, **kwargs)
+
+
+def open_landmarker(*, home: str | os.PathLike | None = None) -> DlibLandmark5:
+    """The open pack's 5-point landmarker (dlib's shape predictor in numpy)."""
+    card, path = _member("landmark_5", home)
+    return DlibLandmark5.from_card(card, path)
+
+
+def open_recognizer(
+    runtime: RuntimeOptions | None = None, *, batch_size: int = 16, home: str | os.PathLike | None = None
+) -> DlibResNetRecognizer:
+    """The open pack's recogniser (dlib ResNet, 128-d, dlib's chips)."""
+    card, path = _member("recognition", home)
+    return DlibResNetRecognizer.from_card(card, path, runtime, batch_size=batch_size)
+
+
+def _register() -> None:
+    """Add the ``open`` pack to the zoo's registry (once; a no-op when it is already there)."""
+    try:
+        from facelab.zoo import list_packs, register_pack
+    except ImportError:  # pragma: no cover - the zoo is part of facelab
+        return
+    if OPEN_PACK_NAME not in list_packs():
+        register_pack(open_pack_card())
+
+
+_register()
