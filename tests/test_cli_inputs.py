@@ -100,3 +100,16 @@ def test_stopping_early_shuts_the_pool_down() -> None:
     assert next(stream).error is None
     stream.close()
     assert not any(t.name.startswith("facelab-decode") for t in threading.enumerate())
+
+
+def test_sample_names_resolve_to_files_of_installed_packages():
+    from facelab import ImageError
+    from facelab.io.paths import expand_image_inputs
+    from facelab.io.samples import sample_path
+
+    pytest.importorskip("skimage")
+    (path,) = expand_image_inputs(["sample:astronaut"])
+    assert path.name == "astronaut.png" and path.is_file()
+    assert sample_path("astronaut") == path
+    with pytest.raises(ImageError, match="unknown sample image 'nobody'"):
+        expand_image_inputs(["sample:nobody"])

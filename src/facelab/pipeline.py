@@ -98,7 +98,8 @@ class FaceAnalyzer:
             ``None`` loads everything in the pack (except face swap, which is separate).
         det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
             uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD).
-        det_thresh: detection score threshold.
+        det_thresh: detection score threshold; ``None`` keeps the detector's own default (0.5 for
+            SCRFD/RetinaFace as InsightFace, 0.9 for YuNet as OpenCV, 0.0 for dlib's MMOD).
         providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
             ``runtime`` is given.
         runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
@@ -122,7 +123,7 @@ class FaceAnalyzer:
         *,
         modules: Sequence[str] | None = None,
         det_size: tuple[int, int] | None = None,
-        det_thresh: float = 0.5,
+        det_thresh: float | None = None,
         providers: str | Sequence[Any] = "auto",
         runtime: RuntimeOptions | None = None,
         batch_size: int = 32,
@@ -145,15 +146,19 @@ class FaceAnalyzer:
             task = card.task
             if task == "swap" or task in self.models or (wanted is not None and task not in wanted):
                 continue
-            if task not in RUNNERS:
+            # A runner registered for "task.arch" (e.g. "recognition.dlib_resnet") wins over the task's.
+            runner_name = f"{task}.{card.arch}" if f"{task}.{card.arch}" in RUNNERS else task
+            if runner_name not in RUNNERS:
                 _logger.info("%s: no runner for task %r; skipped", path, task)
                 continue
             options: dict[str, Any] = {"batch_size": batch_size}
             if task == "detection":
-                options = {"det_thresh": det_thresh}
+                options = {}
+                if det_thresh is not None:
+                    options["det_thresh"] = float(det_thresh)
                 if det_size is not None:
                     options["det_size"] = tuple(det_size)
-            self.models[task] = RUNNERS.get(task).from_card(card, Path(path), self.runtime, **options)
+            self.models[task] = RUNNERS.get(runner_name).from_card(card, Path(path), self.runtime, **options)
             self.cards[task] = card
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")

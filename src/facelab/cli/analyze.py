@@ -29,7 +29,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--det-size", type=_size, default=None, metavar="WxH", help="fixed detector input, e.g. 640x640"
     )
-    parser.add_argument("--det-thresh", type=float, default=0.5, help="detection score threshold (default 0.5)")
+    parser.add_argument(
+        "--det-thresh", type=float, default=None, help="detection score threshold (default: the detector's own)"
+    )
     parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
 
 

@@ -21,6 +21,7 @@ one :class:`Detections` per ``(H, W, 3)`` ``uint8`` BGR image, after NMS and bef
 from __future__ import annotations
 
 import abc
+import importlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,9 @@ _logger = logging.getLogger(__name__)
 
 #: Detector classes by model-card ``arch``.
 DETECTORS: Registry = Registry("detector architecture")
+
+#: Architectures whose detector class lives outside this package, by the module that registers it.
+ARCH_MODULES = {"dlib_mmod": "facelab.dlib.mmod"}
 
 
 def register_detector(arch: str) -> Any:
@@ -312,4 +316,7 @@ class DetectionRunner:
             raise ModelError(
                 f"model card {card.name!r}: no detector for architecture {card.arch!r}; known: {DETECTORS.names()}"
             )
+        module = ARCH_MODULES.get(card.arch)
+        if module is not None and card.arch not in DETECTORS:
+            importlib.import_module(module)  # registers the class (kept out of the import graph)
         return DETECTORS.get(card.arch).from_card(card, path, runtime, **overrides)

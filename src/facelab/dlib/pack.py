@@ -609,11 +609,12 @@ def open_recognizer(
 def _register() -> None:
     """Add the ``open`` pack to the zoo's registry (once; a no-op when it is already there)."""
     try:
-        from facelab.zoo import list_packs, register_pack
+        from facelab.zoo import list_packs, register_pack, register_pack_builder
     except ImportError:  # pragma: no cover - the zoo is part of facelab
         return
     if OPEN_PACK_NAME not in list_packs():
         register_pack(open_pack_card())
+    register_pack_builder(OPEN_PACK_NAME, build_open_pack)
 
 
 _register()

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from facelab.errors import ImageError
+from facelab.io.samples import SAMPLE_PREFIX, sample_path
 
 __all__ = ["IMAGE_SUFFIXES", "expand_image_inputs"]
 
@@ -24,7 +25,8 @@ def expand_image_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = T
     Files named explicitly are kept whatever their ending (a bad one is reported when it is
     decoded); folders contribute the files with an image ending (:data:`IMAGE_SUFFIXES`),
     recursively by default; patterns with ``*``, ``?`` or ``[`` are expanded with :mod:`glob`
-    (``**`` allowed).
+    (``**`` allowed); ``sample:NAME`` names a sample photo shipped by another package
+    (:mod:`facelab.io.samples`).
 
     Raises:
         ImageError: an input names nothing that exists (the message lists which).
@@ -34,7 +36,9 @@ def expand_image_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = T
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
-        if path.is_dir():
+        if text.startswith(SAMPLE_PREFIX) and not path.exists():
+            found.append(sample_path(text))
+        elif path.is_dir():
             walker = path.rglob("*") if recursive else path.glob("*")
             found.extend(sorted(p for p in walker if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
         elif path.is_file():

@@ -23,8 +23,10 @@ from facelab.zoo._registry import (
     get_pack,
     list_models,
     list_packs,
+    pack_builder,
     pack_problems,
     register_pack,
+    register_pack_builder,
     unregister_pack,
 )
 from facelab.zoo._resolve import (
@@ -58,6 +60,8 @@ __all__ = [
     "is_offline",
     "list_models",
     "list_packs",
+    "pack_builder",
+    "register_pack_builder",
     "models_dir",
     "pack_info",
     "pack_problems",

@@ -12,16 +12,22 @@ that is already registered is an error.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 from facelab.errors import ConfigError, ModelNotFoundError
 from facelab.zoo.card import TASKS, ModelCard, PackCard
 
 __all__ = [
+    "PACK_PROVIDERS",
+    "pack_builder",
+    "register_pack_builder",
     "BUILTIN_ORDER",
     "register_pack",
     "unregister_pack",
@@ -48,6 +54,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\.[A-Za-z0-9_\-]+$")
 _NEED_INPUT_SIZE = ("recognition", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "swap")
 
 _lock = threading.RLock()
+
+#: Modules that register packs of their own; imported the first time the registry is used.
+PACK_PROVIDERS = ("facelab.dlib.pack",)
+_builders: dict[str, Callable[[Any], Any]] = {}
 _packs: dict[str, PackCard] = {}
 _models: dict[str, ModelCard] = {}
 _model_pack: dict[str, str] = {}
@@ -171,6 +181,29 @@ def _ensure_loaded() -> None:
                 raise ConfigError(f"built-in card {stem}.json declares pack {pack.name!r}")
             _add(pack)
         _loaded = True
+    # Outside the lock's first pass: providers call register_pack, which needs _loaded set.
+    for module in PACK_PROVIDERS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def register_pack_builder(name: str, builder: Callable[[Any], Any]) -> None:
+    """Declare that pack ``name`` is built locally rather than downloaded.
+
+    ``builder(home)`` must build (or reuse) the pack's files under the facelab home without
+    network access and return a :class:`facelab.zoo.ResolvedPack`; :func:`facelab.zoo.resolve_pack`
+    calls it instead of looking for downloads.
+    """
+    _builders[name] = builder
+
+
+def pack_builder(name: str) -> Callable[[Any], Any] | None:
+    """The local builder registered for pack ``name``, or ``None``."""
+    _ensure_loaded()
+    return _builders.get(name)
 
 
 def register_pack(card: PackCard) -> PackCard:

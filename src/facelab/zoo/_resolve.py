@@ -42,7 +42,7 @@ from facelab.zoo._hub import (
     sha256_file,
 )
 from facelab.zoo._inspect import classify_signature, read_signature
-from facelab.zoo._registry import cards_by_sha256, get_pack, list_packs
+from facelab.zoo._registry import cards_by_sha256, get_pack, list_packs, pack_builder
 from facelab.zoo.card import FileSpec, ModelCard, PackCard
 
 __all__ = [
@@ -505,6 +505,9 @@ def resolve_pack(
         DownloadError / ChecksumError: the download failed.
     """
     if isinstance(name_or_dir, str) and name_or_dir in list_packs():
+        builder = pack_builder(name_or_dir)
+        if builder is not None:
+            return builder(home)
         return _resolve_zoo(
             get_pack(name_or_dir), home=home, download=download, insightface_root=insightface_root, progress=progress
         )
