@@ -84,21 +84,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_verify_master_csv_with_default_pack(tmp_path):
-    """End to end on deepface's 300 labelled photo pairs with the default pack (skips until the pack loads)."""
+    """End to end on deepface's 300 labelled photo pairs with the default (open, dlib) pack."""
     csv_path = shared_file("data/verification/deepface/master.csv")
-    try:
-        from facelab.pipeline import FaceAnalyzer
-
-        FaceAnalyzer(download=False, modules=["detection", "recognition"])
-    except Exception as exc:  # the default pack is built elsewhere; report why it is not usable here
-        pytest.skip(f"default pack cannot be loaded yet: {type(exc).__name__}: {exc}")
     out = tmp_path / "master.json"
     assert main(["eval", "verify", "--pairs", str(csv_path), "--offline", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["n_pairs"] == 300
-    # master.csv is mostly impostor pairs, so accuracy alone says little; the ranking must be good
-    assert data["auc"] > 0.9
-    assert data["eer"] < 0.2
+    # master.csv is mostly impostor pairs (38 genuine, 262 impostor), so the ranking is checked too.
+    # dlib's own pipeline reaches 0.9967 accuracy here.
+    assert data["accuracy"] >= 0.99
+    assert data["auc"] > 0.99
+    assert data["eer"] < 0.03
 
 
 @pytest.mark.slow

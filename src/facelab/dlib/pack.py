@@ -267,6 +267,8 @@ class DlibResNetRecognizer:
 
     arch: ClassVar[str] = "dlib_resnet"
     chip_size: ClassVar[int] = 150
+    #: Side of the crops :meth:`embed` takes (the same name as ArcFace runners use).
+    input_size: ClassVar[int] = chip_size
 
     def __init__(
         self,
