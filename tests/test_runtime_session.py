@@ -120,3 +120,11 @@ def test_crop_model_checks_name_the_problem(tmp_path):
         crop_model_input_size(session, None, "toy", "a recogniser", 8)
     with pytest.raises(ConfigError, match="batch_size"):
         crop_model_input_size(session, None, "toy", "a recogniser", 0)
+
+
+def test_spinning_is_off_by_default_and_can_be_enabled():
+    key = "session.intra_op.allow_spinning"
+    off = create_session(_double_model())
+    assert off.session.get_session_options().get_session_config_entry(key) == "0"
+    on = create_session(_double_model(), RuntimeOptions(allow_spinning=True))
+    assert on.session.get_session_options().get_session_config_entry(key) == "1"

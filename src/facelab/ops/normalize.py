@@ -81,6 +81,16 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray], norm: Normalization, dt
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ConfigError(f"expected (N, H, W, 3) images, got shape {batch.shape}")
+    if batch.dtype == np.uint8 and len(set(norm.std)) == 1 and len(batch):
+        # One C++ pass (what InsightFace uses): about twice as fast as numpy on a 640x640 image,
+        # same arithmetic ((x - mean) * (1 / std) in float32).
+        import cv2
+
+        height, width = batch.shape[1:3]
+        blob = cv2.dnn.blobFromImages(
+            list(batch), 1.0 / norm.std[0], (width, height), norm.mean, swapRB=norm.color_order == "RGB", crop=False
+        )
+        return blob if dtype == np.float32 else blob.astype(dtype)
     if norm.color_order == "RGB":
         batch = batch[..., ::-1]
     mean = np.asarray(norm.mean, dtype=np.float32)  # given in the network's channel order
