@@ -34,7 +34,9 @@ def build_iresnet50(path: str, embedding_size: int = 512, seed: int = 0) -> None
         w = const(rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (cout, cin, k, k)), "w")
         out = name("conv")
         pad = k // 2
-        nodes.append(helper.make_node("Conv", [x, w], [out], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4))
+        nodes.append(
+            helper.make_node("Conv", [x, w], [out], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+        )
         return out
 
     def bn(x: str, c: int) -> str:

@@ -139,7 +139,7 @@ def main() -> None:
         kps = np.stack([f.kps for f in faces]) if n else np.zeros((0, 5, 2), np.float32)
         crops = to_tensor(norm_crop_batch(img, kps, 112), INSIGHTFACE_ARCFACE) if n else None
 
-        def bare(kind: str) -> None:
+        def bare(kind: str, blobs: list = blobs, crops: np.ndarray | None = crops) -> None:
             det_sess, rec_sess = bare_sessions[kind]
             for blob in blobs:
                 det_sess.run(None, {det_sess.get_inputs()[0].name: blob})
@@ -150,10 +150,10 @@ def main() -> None:
             {
                 "bare": lambda: bare("default"),
                 "bare_ns": lambda: bare("nospin"),
-                "facelab": lambda: fl.analyze(img),
-                "insightface": lambda: ins.get(img),
-                "facelab_det": lambda: fl.detect(img),
-                "insightface_det": lambda: ins.det_model.detect(img, max_num=0, metric="default"),
+                "facelab": lambda img=img: fl.analyze(img),
+                "insightface": lambda img=img: ins.get(img),
+                "facelab_det": lambda img=img: fl.detect(img),
+                "insightface_det": lambda img=img: ins.det_model.detect(img, max_num=0, metric="default"),
             },
             args.repeat,
         )
@@ -176,7 +176,8 @@ def main() -> None:
         faces = f"{n}" if n == n_ins else f"{n}/{n_ins}"
         print(
             f"{label:22} {faces:>5} {t_bare * 1e3:8.1f} {t_bare_ns * 1e3:8.1f} {t_fl * 1e3:8.1f} {t_fl / t_bare:6.3f}"
-            f" {t_fl / t_bare_ns:8.3f} {t_ins * 1e3:8.1f} {t_ins / t_bare:6.3f} {t_fl_det * 1e3:7.1f} {t_ins_det * 1e3:7.1f}"
+            f" {t_fl / t_bare_ns:8.3f} {t_ins * 1e3:8.1f} {t_ins / t_bare:6.3f}"
+            f" {t_fl_det * 1e3:7.1f} {t_ins_det * 1e3:7.1f}"
         )
     print("bare = one detector run per size + one batched recogniser run (ORT defaults); bare-ns = the same with")
     print("intra-op spinning off (facelab's default). Times in ms; det = detection alone.")
