@@ -225,13 +225,26 @@ def test_cli_smoke_config_and_export(tmp_path, capsys):
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     assert got.shape == (2, 64)
     np.testing.assert_allclose(got, ref, atol=1e-4)
-    try:
-        from facelab.recognition import create_recognizer
-    except ImportError:
-        pytest.skip("facelab.recognition.create_recognizer does not exist yet (another helper's area)")
+    from facelab.recognition import create_recognizer
+
     rec = create_recognizer(card, path=onnx_path)
     emb = rec.embed(np.stack([img, img[:, ::-1]]))
     np.testing.assert_allclose(emb, ref, atol=1e-4)
+
+    # The exported file and its card, dropped into a pack folder beside a detector, serve as the
+    # pack's recogniser in FaceAnalyzer (the card is read, not guessed from the signature).
+    from facelab.pipeline import FaceAnalyzer
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "det_500m.onnx").symlink_to(shared_data.shared_file("models/insightface/det_500m.onnx"))
+    for name in ("m.onnx", "m.json"):
+        (pack / name).write_bytes((tmp_path / name).read_bytes())
+    analyzer = FaceAnalyzer(pack, det_size=(640, 640))
+    assert analyzer.cards["recognition"] == card
+    faces = analyzer.analyze(shared_data.shared_file("data/images/t1.jpg"))
+    assert len(faces) == 6
+    assert all(f.embedding.shape == (64,) and f.model == card.name for f in faces)
 
 
 def test_cli_export_bad_checkpoint_is_clear_error(tmp_path, capsys):
