@@ -114,3 +114,16 @@ def test_detections_with_mismatched_lengths_name_the_lengths():
         Detections(np.zeros((2, 4)), np.zeros(1))
     with pytest.raises(ValueError):  # ConfigError stays a ValueError for old callers
         Detections(np.zeros((2, 4)), np.zeros(2), np.zeros((3, 5, 2)))
+
+
+def test_detector_options_reach_the_detector_and_bad_ones_are_named(tmp_path):
+    from cli_helpers import build_pack
+
+    from facelab import ConfigError
+    from facelab.pipeline import FaceAnalyzer
+
+    pack = build_pack(tmp_path / "pack", recognizer=False)
+    analyzer = FaceAnalyzer(pack, det_size=(640, 640), det_options={"nms_thresh": 0.25, "max_batch": 2})
+    assert analyzer.detector.nms_thresh == 0.25 and analyzer.detector.max_batch == 2
+    with pytest.raises(ConfigError, match="unsupported option"):
+        FaceAnalyzer(pack, det_options={"no_such_option": 1})

@@ -100,6 +100,8 @@ class FaceAnalyzer:
             uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD).
         det_thresh: detection score threshold; ``None`` keeps the detector's own default (0.5 for
             SCRFD/RetinaFace as InsightFace, 0.9 for YuNet as OpenCV, 0.0 for dlib's MMOD).
+        det_options: further detector options, passed to its constructor (e.g. ``{"nms_thresh": 0.3}``,
+            or ``{"mode": "dlib"}`` for the open pack's MMOD detector).
         providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
             ``runtime`` is given.
         runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
@@ -124,6 +126,7 @@ class FaceAnalyzer:
         modules: Sequence[str] | None = None,
         det_size: tuple[int, int] | None = None,
         det_thresh: float | None = None,
+        det_options: dict[str, Any] | None = None,
         providers: str | Sequence[Any] = "auto",
         runtime: RuntimeOptions | None = None,
         batch_size: int = 32,
@@ -153,12 +156,15 @@ class FaceAnalyzer:
                 continue
             options: dict[str, Any] = {"batch_size": batch_size}
             if task == "detection":
-                options = {}
+                options = dict(det_options or {})
                 if det_thresh is not None:
                     options["det_thresh"] = float(det_thresh)
                 if det_size is not None:
                     options["det_size"] = tuple(det_size)
-            self.models[task] = RUNNERS.get(runner_name).from_card(card, Path(path), self.runtime, **options)
+            try:
+                self.models[task] = RUNNERS.get(runner_name).from_card(card, Path(path), self.runtime, **options)
+            except TypeError as exc:  # an option the runner does not take
+                raise ConfigError(f"{card.name}: unsupported option for its {task} runner: {exc}") from exc
             self.cards[task] = card
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
