@@ -17,9 +17,7 @@ def _modules_with_examples() -> list[str]:
         if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
-        if any(
-            not ex.options.get(doctest.SKIP) for test in _FINDER.find(module, info.name) for ex in test.examples
-        ):
+        if any(not ex.options.get(doctest.SKIP) for test in _FINDER.find(module, info.name) for ex in test.examples):
             names.append(info.name)
     return sorted(names)
 

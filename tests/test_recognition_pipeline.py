@@ -118,7 +118,6 @@ def test_detections_with_mismatched_lengths_name_the_lengths():
 
 def test_detector_options_reach_the_detector_and_bad_ones_are_named(tmp_path):
     from cli_helpers import build_pack
-
     from facelab import ConfigError
     from facelab.pipeline import FaceAnalyzer
 
