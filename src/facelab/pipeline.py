@@ -88,6 +88,34 @@ def _wanted_tasks(modules: Sequence[str] | None) -> set[str] | None:
     return tasks
 
 
+def _detector_override(detector: Any, home: str | os.PathLike | None) -> tuple[Any, Path]:
+    """``(card, path)`` of the ``detector=`` argument of :class:`FaceAnalyzer`.
+
+    Raises:
+        ModelError: the file is missing, unreadable or of an unknown signature.
+        ConfigError: the model is not a face detector, or the argument has the wrong type.
+    """
+    from facelab.zoo import ModelCard, identify_model
+
+    if isinstance(detector, tuple):
+        if len(detector) != 2 or not isinstance(detector[0], ModelCard):
+            raise ConfigError(f"detector=: expected a path or a (ModelCard, path) pair, got {detector!r}")
+        card, path = detector[0], Path(detector[1])
+        if not path.is_file():
+            raise ModelError(f"detector=: model file not found: {path}")
+    elif isinstance(detector, (str, os.PathLike)):
+        path = Path(detector)
+        try:
+            card = identify_model(path, home=home)
+        except ModelError as exc:
+            raise ModelError(f"detector={str(path)!r}: {exc}") from exc
+    else:
+        raise ConfigError(f"detector=: expected a path or a (ModelCard, path) pair, got {type(detector).__name__}")
+    if card.task != "detection":
+        raise ConfigError(f"detector={str(path)!r} is a {card.task!r} model ({card.arch}), not a face detector")
+    return card, path
+
+
 class FaceAnalyzer:
     """Analyse faces in images with one model pack.
 
@@ -102,6 +130,12 @@ class FaceAnalyzer:
             SCRFD/RetinaFace as InsightFace, 0.9 for YuNet as OpenCV, 0.0 for dlib's MMOD).
         det_options: further detector options, passed to its constructor (e.g. ``{"nms_thresh": 0.3}``,
             or ``{"mode": "dlib"}`` for the open pack's MMOD detector).
+        detector: replace the pack's detector: the path of an ONNX face detector (identified like
+            a pack member: a card JSON beside it, a known SHA-256, else its signature), or a
+            ``(ModelCard, path)`` pair. ``det_size``, ``det_thresh`` and ``det_options`` apply to
+            it. Example: ``FaceAnalyzer("open", detector="face_detection_yunet_2026may.onnx")``
+            (the open pack's dlib shape predictor then maps YuNet's boxes to dlib-like boxes, see
+            :data:`facelab.dlib.pack.DLIB_BOX_MAPPINGS`).
         providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
             ``runtime`` is given.
         runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
@@ -127,6 +161,7 @@ class FaceAnalyzer:
         det_size: tuple[int, int] | None = None,
         det_thresh: float | None = None,
         det_options: dict[str, Any] | None = None,
+        detector: str | os.PathLike | tuple[Any, str | os.PathLike] | None = None,
         providers: str | Sequence[Any] = "auto",
         runtime: RuntimeOptions | None = None,
         batch_size: int = 32,
@@ -141,11 +176,15 @@ class FaceAnalyzer:
         self.runtime = runtime or RuntimeOptions(providers=providers)
         self.max_pixels = max_pixels
         wanted = _wanted_tasks(modules)
+        override = None if detector is None else _detector_override(detector, home)
         resolved = resolve_pack(DEFAULT_PACK if pack is None else pack, home=home, download=download)
         self.pack_name = resolved.name
         self.models: dict[str, Any] = {}
         self.cards: dict[str, Any] = {}
-        for card, path in resolved.models:
+        members = list(resolved.models)
+        if override is not None:
+            members = [override] + [(card, path) for card, path in members if card.task != "detection"]
+        for card, path in members:
             task = card.task
             if task == "swap" or task in self.models or (wanted is not None and task not in wanted):
                 continue
@@ -168,6 +207,10 @@ class FaceAnalyzer:
             self.cards[task] = card
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
+        for task, runner in self.models.items():
+            adapt = getattr(runner, "use_detector", None)  # e.g. dlib's shape predictor: box mapping
+            if task != "detection" and adapt is not None:
+                adapt(self.cards["detection"].arch)
         if wanted is not None and (missing := sorted(wanted - set(self.models) - {"landmark_5", "attribute"})):
             _logger.warning("pack %r has no model for %s", self.pack_name, missing)
         self.threshold = self._resolve_threshold(threshold)

@@ -32,6 +32,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--det-thresh", type=float, default=None, help="detection score threshold (default: the detector's own)"
     )
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="PATH",
+        help="ONNX face detector that replaces the pack's (e.g. YuNet's face_detection_yunet_2026may.onnx)",
+    )
     parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
 
 
@@ -64,6 +70,7 @@ def _analyzer(args: argparse.Namespace, modules: list[str] | None = None) -> Any
         modules=modules,
         det_size=args.det_size,
         det_thresh=args.det_thresh,
+        detector=getattr(args, "detector", None),
         runtime=runtime,
         download=not args.offline,
         threshold=getattr(args, "threshold", None),

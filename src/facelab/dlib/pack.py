@@ -37,6 +37,7 @@ threshold calibrated on ``verification/deepface/master.csv`` (see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ from facelab.dlib.chips import extract_chips, face_chip_details
 from facelab.dlib.mmod import DlibMMOD, MMODGeometry, MMODMode, dlib_rects_from_boxes
 from facelab.errors import ConfigError, ModelError
 from facelab.ops.normalize import Normalization, to_tensor
-from facelab.registry import RUNNERS
+from facelab.registry import RUNNERS, Registry
 from facelab.structures import Detections
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ __all__ = [
     "THRESHOLD_COSINE",
     "THRESHOLD_EUCLIDEAN_DLIB",
     "THRESHOLD_CALIBRATION",
+    "BoxMapping",
+    "DLIB_BOX_MAPPINGS",
+    "dlib_box_mapping_for",
+    "YUNET_TO_DLIB",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -180,12 +185,114 @@ def _shape_predictor_for(card: ModelCard | None, near: Path | None) -> ShapePred
     return load_shape_predictor(bundled_model_path(Path(name).name))
 
 
+@dataclasses.dataclass(frozen=True)
+class BoxMapping:
+    """Linear map from another detector's face boxes to dlib-MMOD-like boxes.
+
+    dlib's shape predictor was trained on boxes of dlib's own detector; boxes of another detector
+    (tighter, taller, shifted) put its regression trees off their training distribution. With
+    ``(cx, cy, w, h)`` the centre and size of a box::
+
+        cx' = cx + dx * w,   cy' = cy + dy * h,   w' = sw * w,   h' = sh * h
+
+    Attributes:
+        dx, dy: centre offsets as fractions of the box width / height.
+        sw, sh: width / height scales.
+        note: how the parameters were obtained.
+    """
+
+    dx: float = 0.0
+    dy: float = 0.0
+    sw: float = 1.0
+    sh: float = 1.0
+    note: str = ""
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(N, 4)`` ``[x1, y1, x2, y2]`` boxes (pixels); returns ``(N, 4)`` ``float32``."""
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * h
+        w, h = w * self.sw, h * self.sh
+        return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+
+
+#: Box mappings to dlib-like boxes, by detector architecture (:attr:`ModelCard.arch`). A detector
+#: without an entry feeds its boxes to the shape predictor unchanged (and a log line says so).
+DLIB_BOX_MAPPINGS: Registry = Registry("dlib box mapping")
+DLIB_BOX_MAPPINGS.register("dlib_mmod")(BoxMapping(note="dlib's own detector: identity"))
+#: YuNet (OpenCV Zoo ``face_detection_yunet_2026may.onnx``, default options, each image at its own
+#: size) → dlib MMOD boxes. Fitted (mean of per-face ratios) on the 29 faces of the dlib reference
+#: images (``reference/dlib_reference.npz``, dlib 20.0.1 ``cnn_face_detection_model_v1(img, 1)``)
+#: that YuNet finds (IoU >= 0.3 with dlib's rect; it misses 2 of 31, the very large faces of
+#: ``RD/d1.jpeg`` and ``bulk/woman.png``). Error of the shape predictor's 5 points against dlib's
+#: reference shapes, mean distance / inter-eye distance (eye = midpoint of its two corners),
+#: two-fold (fit on alternate faces, evaluate on the others; the two folds' fits differed by < 0.03
+#: in every parameter):
+#:
+#: ====================  ==================  ==================
+#: boxes                 fold 1 mean / max   fold 2 mean / max
+#: ====================  ==================  ==================
+#: dlib's MMOD rects     0.000 / 0.000       0.000 / 0.000
+#: raw YuNet             0.028 / 0.064       0.020 / 0.070
+#: mapped YuNet          0.018 / 0.062       0.010 / 0.024
+#: ====================  ==================  ==================
+#:
+#: All 29 faces with this (rounded) fit: mean 0.0128, median 0.0084 (raw YuNet boxes: 0.0240 / 0.0204).
+#:
+#: End-to-end on ``verification/deepface/master.csv`` (300 pairs, largest face per image, cosine
+#: threshold 0.923, ``det_size=(640, 640)``): accuracy 1.000 with and without the mapping; the
+#: mapping moves the descriptors closer to those of the MMOD pipeline (cosine to them: mean 0.9995,
+#: min 0.9976 mapped; 0.9989 / 0.9971 raw). **Caveat:** YuNet at each image's own size (its default)
+#: misses large faces (dlib box width >= 403 px missed, <= 357 px found: 10 of those 25 portraits,
+#: accuracy 0.917), while at a 640x640 letterbox it misses small faces (2 of 6 in
+#: ``images/t1.jpg``); choose ``det_size`` for the photos at hand.
+YUNET_TO_DLIB = DLIB_BOX_MAPPINGS.register("yunet")(
+    BoxMapping(
+        dx=-0.060,
+        dy=-0.009,
+        sw=1.103,
+        sh=0.843,
+        note="YuNet 2026may -> dlib MMOD, fitted on 29 dlib reference faces (see facelab.dlib.pack)",
+    )
+)
+
+
+def dlib_box_mapping_for(detector_arch: str | None) -> BoxMapping | None:
+    """The registered :class:`BoxMapping` for a detector architecture, or ``None`` when none is known."""
+    if detector_arch is None or detector_arch not in DLIB_BOX_MAPPINGS:
+        return None
+    return DLIB_BOX_MAPPINGS.get(detector_arch)
+
+
+def _shape_boxes(boxes: np.ndarray, mapping: BoxMapping | None) -> np.ndarray:
+    """Dlib rectangles for the shape predictor from detector boxes, through ``mapping`` when set."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return dlib_rects_from_boxes(b if mapping is None else mapping.apply(b))
+
+
+class _DetectorAware:
+    """Mixin: the shape-predictor users remember which detector's boxes they receive."""
+
+    box_mapping: BoxMapping | None = None
+
+    def use_detector(self, arch: str | None) -> None:
+        """Adapt to boxes of a detector of architecture ``arch`` (called by :class:`facelab.pipeline.FaceAnalyzer`).
+
+        Sets :attr:`box_mapping` to the registered mapping (:data:`DLIB_BOX_MAPPINGS`); an
+        architecture without one keeps the boxes as they are, with an info log line.
+        """
+        self.box_mapping = dlib_box_mapping_for(arch)
+        if self.box_mapping is None:
+            _logger.info("no dlib box mapping for detector %r: its boxes go to the shape predictor unchanged", arch)
+
+
 def _rects_of(det: Detections) -> np.ndarray:
     return dlib_rects_from_boxes(det.boxes)
 
 
 @RUNNERS.register("landmark_5")
-class DlibLandmark5:
+class DlibLandmark5(_DetectorAware):
     """dlib's 5-point shape predictor as the ``landmark_5`` runner (numpy, no ONNX).
 
     Attributes:
@@ -218,7 +325,8 @@ class DlibLandmark5:
         Args:
             image: ``(H, W, 3)`` ``uint8`` BGR (or ``(H, W)`` grey).
             boxes: ``(N, 4)`` facelab boxes ``[x1, y1, x2, y2]`` (dlib's rectangle is
-                ``[x1, y1, x2 - 1, y2 - 1]``).
+                ``[x1, y1, x2 - 1, y2 - 1]``), mapped by :attr:`box_mapping` first when it is set
+                (boxes of another detector, see :meth:`use_detector`).
             round_points: round to integer pixels as dlib does (default; what dlib's chips use).
 
         Returns:
@@ -226,7 +334,7 @@ class DlibLandmark5:
         """
         from facelab.dlib.shape_predictor import predict_many
 
-        return predict_many(self.model, image, dlib_rects_from_boxes(boxes), round_points=round_points)
+        return predict_many(self.model, image, _shape_boxes(boxes, self.box_mapping), round_points=round_points)
 
     def predict_detections(
         self, images: Sequence[np.ndarray], detections: Sequence[Detections]
@@ -249,7 +357,7 @@ class DlibLandmark5:
 
 
 @RUNNERS.register("recognition.dlib_resnet")
-class DlibResNetRecognizer:
+class DlibResNetRecognizer(_DetectorAware):
     """dlib's ResNet face recogniser (128-d) with dlib's own alignment.
 
     Each face: 5-point shape predictor on its box → dlib chip (150x150, padding 0.25, bilinear
@@ -315,7 +423,8 @@ class DlibResNetRecognizer:
 
         Args:
             image: ``(H, W, 3)`` ``uint8`` BGR.
-            boxes: ``(N, 4)`` facelab boxes.
+            boxes: ``(N, 4)`` facelab boxes (mapped by :attr:`box_mapping` when set, see
+                :meth:`use_detector`).
 
         Returns:
             ``(shapes, chips)``: ``(N, 5, 2)`` ``float32`` integer-rounded dlib shapes and
@@ -325,7 +434,7 @@ class DlibResNetRecognizer:
 
         if len(boxes) == 0:
             return np.zeros((0, 5, 2), np.float32), np.zeros((0, self.chip_size, self.chip_size, 3), np.uint8)
-        shapes = predict_many(self.shape_predictor, image, dlib_rects_from_boxes(boxes), round_points=True)
+        shapes = predict_many(self.shape_predictor, image, _shape_boxes(boxes, self.box_mapping), round_points=True)
         details = [face_chip_details(s, self.chip_size, self.padding) for s in shapes]
         return shapes, np.stack(extract_chips(image, details))
 
