@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     pfc.train()
     start_time, start_step, loss_sum, loss_n = time.time(), step, 0.0, 0
     stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    # A live progress bar on rank 0 when a person is watching (a terminal); the log lines stay.
+    from tqdm import tqdm
+
+    progress = tqdm(total=stop_at, initial=step, unit="step", disable=rank != 0 or not sys.stderr.isatty())
     while epoch < cfg.num_epoch and step < stop_at:
         if pfc.num_subcenters > 1 and cfg.subcenter_drop_epoch and epoch >= cfg.subcenter_drop_epoch:
             _drop_subcenters(backbone, pfc, opt, dataset, sampler, cfg, device)
@@ -266,6 +271,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             loss_sum += value
             loss_n += 1
             result.losses.append(value)
+            progress.update(1)
+            progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4g}", refresh=False)
             if rank == 0 and cfg.frequent and step % cfg.frequent == 0:
                 elapsed = time.time() - start_time
                 speed = (step - start_step) * cfg.batch_size * world / max(elapsed, 1e-9)
@@ -296,6 +303,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if in_epoch >= steps_per_epoch:
             epoch, in_epoch = epoch + 1, 0
         break
+    progress.close()
     if cfg.val_targets and rank == 0 and step >= total_steps:
         _run_verification(cfg, backbone, result)
     if step % cfg.gradient_acc == 0:
