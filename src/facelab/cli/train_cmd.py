@@ -5,6 +5,7 @@ Forms::
     facelab train CONFIG.yaml [key=value ...]
     facelab train export CHECKPOINT OUT.onnx --license LICENCE [--name NAME] [--train-data NAME] [--opset N]
     facelab train info [NETWORK ...]
+    facelab train export-retinaface PTH OUT.onnx [--variant mobilenet0.25|RFB|slim] [--name NAME] [--opset N]
 
 torch is imported only when one of these runs.
 """
@@ -26,10 +27,14 @@ def register(subparsers: Any) -> None:
         help="train a recognition model (needs the 'train' extra), or 'export' / 'info'",
         description=(
             "facelab train CONFIG [key=value ...] | facelab train export CHECKPOINT OUT.onnx --license L | "
-            "facelab train info [NETWORK ...]"
+            "facelab train info [NETWORK ...] | facelab train export-retinaface PTH OUT.onnx"
         ),
     )
-    p.add_argument("target", metavar="CONFIG|export|info", help="a YAML config, or the word 'export' or 'info'")
+    p.add_argument(
+        "target",
+        metavar="CONFIG|export|info|export-retinaface",
+        help="a YAML config, or the word 'export', 'info' or 'export-retinaface'",
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="key=value overrides, or the export/info arguments")
     p.set_defaults(func=_run)
 
@@ -49,7 +54,30 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_retinaface_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facelab train export-retinaface",
+        description=(
+            "Export a biubug6 RetinaFace-MobileNet0.25 / RFB / Slim state_dict "
+            "(Face-Detector-1MB-with-landmark, MIT) to ONNX + model card."
+        ),
+    )
+    p.add_argument("pth", help="the .pth state_dict (mobilenet0.25_Final.pth, RBF_Final.pth or slim_Final.pth)")
+    p.add_argument("out", help="the .onnx file to write (the card goes beside it as .json)")
+    p.add_argument("--variant", default=None, help="mobilenet0.25, RFB or slim (default: recognised from the keys)")
+    p.add_argument("--name", default=None, help="model card name (default per variant)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    return p
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.target == "export-retinaface":
+        ns = _export_retinaface_parser().parse_args(args.rest)
+        from facelab.train.detectors.retinaface_mnet import export_retinaface
+
+        card = export_retinaface(ns.pth, ns.out, variant=ns.variant, name=ns.name, opset=ns.opset)
+        sys.stdout.write(f"wrote {ns.out} and its card {card.name}\n")
+        return 0
     if args.target == "export":
         ns = _export_parser().parse_args(args.rest)
         from facelab.train.export import export_onnx

@@ -18,6 +18,7 @@ through one greedy NMS (``+1`` pixel IoU, default threshold 0.4).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,27 @@ RETINAFACE_PYTORCH_NORMALIZATION = Normalization("BGR", (104.0, 117.0, 123.0), (
 RETINAFACE_MXNET_NORMALIZATION = Normalization("RGB", (0.0,), (1.0,))
 
 _PRIORBOX_NAMES = ("loc", "conf", "landms")
+_DEFAULT_MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+_DEFAULT_STEPS = (8, 16, 32)
+_DEFAULT_VARIANCES = (0.1, 0.2)
+
+
+def _prior_metadata(session: OrtSession) -> dict[str, Any]:
+    """``min_sizes`` / ``steps`` / ``variances`` stored as JSON in the model's ``metadata_props``."""
+    try:
+        props = dict(session.session.get_modelmeta().custom_metadata_map)
+    except (AttributeError, RuntimeError):  # a session object without model metadata
+        return {}
+    found: dict[str, Any] = {}
+    for key in ("min_sizes", "steps", "variances"):
+        if key in props:
+            try:
+                found[key] = json.loads(props[key])
+            except ValueError as exc:
+                raise ModelError(f"{session.path or '<bytes>'}: metadata {key}={props[key]!r} is not JSON") from exc
+    if found:
+        _logger.debug("%s: prior configuration from metadata %s", session.path or "<bytes>", found)
+    return found
 
 
 def retinaface_layout(outputs: Any) -> str | None:
@@ -90,8 +112,13 @@ class RetinaFace(Detector):
         normalization: default by layout (:data:`RETINAFACE_PYTORCH_NORMALIZATION` or
             :data:`RETINAFACE_MXNET_NORMALIZATION`).
         layout: ``"priorbox"`` or ``"mxnet"``; recognised from the outputs when ``None``.
-        min_sizes / steps / variances: prior-box configuration of the ``"priorbox"`` layout
-            (defaults: biubug6's ``cfg_mnet``).
+        min_sizes / steps / variances: prior-box configuration of the ``"priorbox"`` layout;
+            each one left ``None`` is read from the ONNX ``metadata_props`` of that name (a JSON
+            list, as :func:`facelab.train.detectors.retinaface_mnet.export_retinaface` writes it),
+            else defaults to Pytorch_Retinaface's ``cfg_mnet`` (``[[16, 32], [64, 128], [256, 512]]``,
+            ``[8, 16, 32]``, ``[0.1, 0.2]``). Face-Detector-1MB-with-landmark's MobileNet0.25 uses
+            ``[[10, 20], [32, 64], [128, 256]]`` — the same prior count, so a wrong configuration
+            is not detected and gives wrongly sized boxes.
         max_batch: most images per network run in :meth:`detect_batch`.
         card: the model card, when built from one.
     """
@@ -107,9 +134,9 @@ class RetinaFace(Detector):
         nms_thresh: float | None = None,
         normalization: Normalization | None = None,
         layout: str | None = None,
-        min_sizes: Any = ((16, 32), (64, 128), (256, 512)),
-        steps: Any = (8, 16, 32),
-        variances: Any = (0.1, 0.2),
+        min_sizes: Any = None,
+        steps: Any = None,
+        variances: Any = None,
         max_batch: int = 16,
         card: ModelCard | None = None,
     ) -> None:
@@ -131,6 +158,10 @@ class RetinaFace(Detector):
             max_batch=max_batch,
             card=card,
         )
+        stored = _prior_metadata(session) if layout == "priorbox" else {}
+        min_sizes = min_sizes if min_sizes is not None else stored.get("min_sizes", _DEFAULT_MIN_SIZES)
+        steps = steps if steps is not None else stored.get("steps", _DEFAULT_STEPS)
+        variances = variances if variances is not None else stored.get("variances", _DEFAULT_VARIANCES)
         self.min_sizes = tuple(tuple(int(v) for v in level) for level in min_sizes)
         self.steps = tuple(int(s) for s in steps)
         self.variances = (float(variances[0]), float(variances[1]))
