@@ -151,9 +151,11 @@ _SP_CACHE: dict[tuple[str, int, int], ShapePredictorModel] = {}
 def load_shape_predictor_cached(path: str | os.PathLike) -> ShapePredictorModel:
     """:func:`facelab.dlib.shape_predictor.load_shape_predictor`, parsed once per file version.
 
-    The landmark runner and the recogniser of one pack share the same parsed model (parsing the
-    9 MB file takes seconds).
+    The landmark runner and the recogniser of one pack share the same parsed model, and the
+    parsed arrays are cached on disk under ``$FACELAB_HOME/converted`` (parsing the 9 MB file
+    takes seconds; reading the cache, milliseconds).
     """
+    from facelab.dlib.convert import facelab_home
     from facelab.dlib.shape_predictor import load_shape_predictor
 
     p = Path(path)
@@ -164,7 +166,7 @@ def load_shape_predictor_cached(path: str | os.PathLike) -> ShapePredictorModel:
         return load_shape_predictor(p)  # raises the reader's "not found" error
     model = _SP_CACHE.get(key)
     if model is None:
-        model = load_shape_predictor(p)
+        model = load_shape_predictor(p, cache_dir=facelab_home() / "converted")
         _SP_CACHE.clear()  # keep one model: a new file version replaces the old one
         _SP_CACHE[key] = model
     return model
