@@ -79,7 +79,9 @@ def to_bgr_uint8(array: np.ndarray, *, assume: str = "BGR") -> np.ndarray:
         code = cv2.COLOR_RGBA2BGR if assume == "RGB" else cv2.COLOR_BGRA2BGR
         return cv2.cvtColor(np.ascontiguousarray(array), code)
     if assume == "RGB":
-        return np.ascontiguousarray(array[:, :, ::-1])
+        # OpenCV swaps channels ~10x faster than a numpy strided copy and releases the GIL,
+        # which keeps background decoding from stalling inference.
+        return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR)
     return np.ascontiguousarray(array)
 
 
