@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import shared_data
 from onnx_builders import build_recognizer
 from shared_data import shared_file
 
@@ -37,7 +38,7 @@ def build_pack(folder: Path, *, recognizer: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     link_or_copy(shared_file("models/insightface/det_500m.onnx"), folder / "det_500m.onnx")
     if recognizer:
-        pytest.importorskip("onnx")
+        shared_data.require_module("onnx")
         build_recognizer(folder / "w600k_tiny.onnx")
     return folder
 

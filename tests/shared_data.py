@@ -43,4 +43,11 @@ def require_module(name: str) -> object:
         message = f"test needs the module {name!r}: {exc}"
         if os.environ.get("FACELAB_REQUIRE_FIXTURES") == "1":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message, allow_module_level=True)
+
+
+def missing_dependency(message: str) -> None:
+    """Skip for a missing test dependency, or fail under ``FACELAB_REQUIRE_FIXTURES=1`` (CI)."""
+    if os.environ.get("FACELAB_REQUIRE_FIXTURES") == "1":
+        pytest.fail(message)
+    pytest.skip(message, allow_module_level=True)

@@ -97,11 +97,23 @@ def test_similarity_rejects_bad_points(src: np.ndarray, dst: np.ndarray) -> None
         estimate_similarity(src, dst)
 
 
+# InsightFace's ``arcface_dst`` (python-package/insightface/utils/face_align.py, anchor notes §1.6): the
+# published 112x112 template, written here rather than read from the code under test.
+PUBLISHED_ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
+
+
 def test_template_points_follow_insightface_rule() -> None:
-    np.testing.assert_allclose(template_points(None, 112), ARCFACE_112.points, atol=1e-6)
-    np.testing.assert_allclose(template_points("arcface_112_5pt", 224), ARCFACE_112.points * 2, atol=1e-5)
+    np.testing.assert_allclose(ARCFACE_112.points, PUBLISHED_ARCFACE_112, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(template_points(None, 112), PUBLISHED_ARCFACE_112, atol=1e-5)
+    np.testing.assert_allclose(template_points("arcface_112_5pt", 224), PUBLISHED_ARCFACE_112 * 2, atol=1e-5)
     # 128 = the 112 template moved 8 px right, not enlarged.
-    np.testing.assert_allclose(template_points("arcface_112_5pt", 128), ARCFACE_112.points + [8.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(template_points("arcface_112_5pt", 128), PUBLISHED_ARCFACE_112 + [8.0, 0.0], atol=1e-5)
+    # 256 = 128 rule scaled by 2: ratio 2, then +16 px in x.
+    np.testing.assert_allclose(
+        template_points("arcface_112_5pt", 256), PUBLISHED_ARCFACE_112 * 2 + [16.0, 0.0], atol=1e-5
+    )
     explicit = np.arange(10, dtype=np.float32).reshape(5, 2)
     np.testing.assert_array_equal(template_points(explicit, 50), explicit)
     with pytest.raises(ConfigError):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import assert_clean_error, build_pack, run_main
-from shared_data import shared_file
+from cli_helpers import assert_clean_error, build_pack, link_or_copy, run_main
+from shared_data import require_module, shared_file
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,28 @@ def test_pack_without_recogniser_is_a_clean_error(tmp_path: Path, capsys) -> Non
     code, out, err = _compare(capsys, image, image, detector_only)
     assert code == 2 and out == ""
     assert "Traceback" not in err and "no recognition model" in err and "detonly" in err
+
+
+@pytest.mark.oracle
+def test_similarity_equals_insightface_on_the_same_pack(pack: Path, tmp_path: Path, capsys) -> None:
+    """The score of two different people, against InsightFace's FaceAnalysis on the same pack folder."""
+    require_module("insightface")
+    import warnings
+
+    import cv2
+    from insightface.app import FaceAnalysis
+
+    a = shared_file("data/images/inspireface/bulk/Rob_Lowe_0001.jpg")
+    b = shared_file("data/images/inspireface/bulk/woman.png")
+    link_or_copy(pack, tmp_path / "models" / "tinypack")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app = FaceAnalysis(name="tinypack", root=str(tmp_path), providers=["CPUExecutionProvider"])
+        app.prepare(ctx_id=-1, det_size=(640, 640))
+        faces = [app.get(cv2.imread(str(p))) for p in (a, b)]
+    assert [len(f) for f in faces] == [1, 1]  # one face each: no choice of "main" face involved
+    expected = float(faces[0][0].normed_embedding @ faces[1][0].normed_embedding)
+    code, out, err = _compare(capsys, a, b, pack, "--json")
+    assert code == 0, err
+    assert json.loads(out)["similarity"] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected) < 0.99  # two different crops: the check is not the trivial 1.0

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+import shared_data
 from cli_helpers import script_command
 from shared_data import shared_file
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fresh_env(tmp_path_factory):
-    pytest.importorskip("skimage")
+    shared_data.require_module("skimage")
     env = dict(os.environ)
     env["FACELAB_HOME"] = str(tmp_path_factory.mktemp("fresh-home"))
     env["FACELAB_OFFLINE"] = "1"  # nothing may be downloaded

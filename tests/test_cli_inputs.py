@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+import shared_data
 from cli_helpers import link_or_copy
 from facelab.errors import ImageError
 from facelab.io.paths import expand_image_inputs
@@ -107,7 +108,7 @@ def test_sample_names_resolve_to_files_of_installed_packages():
     from facelab.io.paths import expand_image_inputs
     from facelab.io.samples import sample_path
 
-    pytest.importorskip("skimage")
+    shared_data.require_module("skimage")
     (path,) = expand_image_inputs(["sample:astronaut"])
     assert path.name == "astronaut.png" and path.is_file()
     assert sample_path("astronaut") == path

@@ -12,10 +12,11 @@ import math
 import numpy as np
 import pytest
 
+import shared_data
 from facelab.detection import RetinaFace, create_detector
 from facelab.errors import ModelError
 
-onnx = pytest.importorskip("onnx")
+onnx = shared_data.require_module("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 H, W = 64, 96

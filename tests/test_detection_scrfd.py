@@ -154,7 +154,7 @@ def test_no_face_images(rel):
 
 def _edited_det_500m(tmp_path, *, batch_axis: bool, dynamic_batch: bool, fixed_size: int | None = None) -> str:
     """A copy of det_500m.onnx with outputs (N, K, C) and/or a dynamic batch axis and/or a fixed input size."""
-    onnx = pytest.importorskip("onnx")
+    onnx = shared_data.require_module("onnx")
     from onnx import numpy_helper
 
     model = onnx.load(_model("det_500m.onnx"))
@@ -271,7 +271,7 @@ def test_batch_axis_fixed_one_and_static_size_match_oracle(tmp_path):
 
 def _tiny_scrfd(tmp_path, strides, anchors, with_kps) -> str:
     """A small random SCRFD-signature model: one strided conv per level, rank-2 outputs like InsightFace's."""
-    onnx = pytest.importorskip("onnx")
+    onnx = shared_data.require_module("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(7)
@@ -366,7 +366,7 @@ def test_runner_registry_and_card(tmp_path):
 
 
 def test_bad_files_raise_model_error(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = shared_data.require_module("onnx")
     from onnx import TensorProto, helper
 
     junk = tmp_path / "junk.onnx"

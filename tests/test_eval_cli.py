@@ -78,8 +78,12 @@ def test_verify_and_calibrate_with_model_file(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "widerface", "--pred", str(tmp_path / "none"), "--gt", str(tmp_path)]) == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert main(["eval", "calibrate", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.slow

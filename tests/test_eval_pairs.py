@@ -63,7 +63,9 @@ def test_verify_on_bin_with_flip_sum(tmp_path):
     single = _colour_embed(imgs[0][None])[0]
     flipped = _colour_embed(imgs[0][None, :, ::-1])[0]
     assert np.allclose(emb[0], single + flipped, atol=1e-9)
-    assert xnorm > 0
+    # XNorm: the mean L2 norm of every raw embedding, both views of both crops (lossless PNG round trip)
+    views = [_colour_embed(im[None, :, ::-1] if f else im[None])[0] for im in imgs[:2] for f in (False, True)]
+    assert xnorm == pytest.approx(np.mean([np.linalg.norm(v) for v in views]), rel=1e-12)
     r = verify(ps, _colour_embed, batch_size=7)
     assert r.accuracy == 1.0 and r.n_pairs == 20 and r.auc == 1.0
 

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+import shared_data
 from facelab.alignment.landmarks import LandmarkRunner, default_landmark_card
+from facelab.alignment.pose import estimate_pose, load_meanshape
 from facelab.attributes import AttributeRunner, default_attribute_card
 from facelab.errors import ConfigError
 from facelab.recognition import create_recognizer
@@ -67,7 +69,7 @@ def test_protocol_methods_equal_direct_calls(tmp_path, t1: np.ndarray) -> None:
 
 @pytest.mark.slow
 def test_face_analyzer_with_tiny_models(tmp_path, t1: np.ndarray, monkeypatch) -> None:
-    pytest.importorskip("onnx")
+    shared_data.require_module("onnx")
     import facelab.detection  # noqa: F401  registers the detection runner (runners register on import)
     from facelab.pipeline import FaceAnalyzer
 
@@ -90,12 +92,24 @@ def test_face_analyzer_with_tiny_models(tmp_path, t1: np.ndarray, monkeypatch) -
     lmk2 = LandmarkRunner.from_card(
         default_landmark_card(folder / "2d106_tiny.onnx", "landmark_2d_106"), folder / "2d106_tiny.onnx"
     )
+    lmk3 = LandmarkRunner.from_card(
+        default_landmark_card(folder / "1k3d68_tiny.onnx", "landmark_3d_68"), folder / "1k3d68_tiny.onnx"
+    )
+    ga = AttributeRunner.from_card(
+        default_attribute_card(folder / "genderage_tiny.onnx"), folder / "genderage_tiny.onnx"
+    )
+    meanshape = load_meanshape(shared_file("data/landmarks/meanshape_68.pkl"))
+    # T1_BOXES are insightface's own SCRFD-500M boxes for this photo (see onnx_builders)
+    np.testing.assert_allclose(np.stack([f.bbox for f in faces]), T1_BOXES, atol=0.1)
     for face in faces:
+        # every field equals what the stand-alone runner gives for the detected box / keypoints
         assert face.embedding.shape == (512,) and face.landmark_2d_106.shape == (106, 2)
-        assert face.landmark_3d_68.shape == (68, 3) and face.pose.shape == (3,)
-        assert face.gender in (0, 1) and isinstance(face.age, int)
         np.testing.assert_allclose(face.embedding, rec.embed_faces(t1, face.kps[None])[0][0], atol=1e-5)
         np.testing.assert_allclose(face.landmark_2d_106, lmk2.predict(t1, face.bbox[None])[0], atol=1e-3)
+        np.testing.assert_allclose(face.landmark_3d_68, lmk3.predict(t1, face.bbox[None])[0], atol=1e-3)
+        np.testing.assert_allclose(face.pose, estimate_pose(face.landmark_3d_68, meanshape), atol=1e-4)
+        gender, age = ga.predict(t1, face.bbox[None])
+        assert (face.gender, face.age) == (int(gender[0]), int(age[0])) and isinstance(face.age, int)
 
 
 def test_fill_faces_sets_face_fields_and_keeps_other_outputs_as_attributes():

@@ -6,10 +6,11 @@ import threading
 import numpy as np
 import pytest
 
+import shared_data
 from facelab import ConfigError, ModelError, ProviderError
 from facelab.runtime import RuntimeOptions, create_session, resolve_providers
 
-onnx = pytest.importorskip("onnx")
+onnx = shared_data.require_module("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import shared_data
+
+torch = shared_data.require_module("torch")
 
 from facelab.errors import ConfigError  # noqa: E402
 from facelab.train.margins import CombinedMarginLoss, margin_from_list, subcenter_max  # noqa: E402

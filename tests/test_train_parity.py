@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import shared_data
+
+torch = shared_data.require_module("torch")
 
 from facelab.train.margins import CombinedMarginLoss  # noqa: E402
 from facelab.train.partial_fc import PartialFC  # noqa: E402
@@ -51,3 +53,22 @@ def test_partial_fc_matches_arcface_torch_partial_fc_v2(name):
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-6)
     np.testing.assert_allclose(emb.grad.numpy(), ref["grad_emb"], atol=1e-5)
     np.testing.assert_allclose(pfc.weight.grad.numpy(), ref["grad_weight"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MARGINS))
+def test_reference_logits_follow_the_published_formulas(name):
+    # Guards the stored reference itself (it must not be regenerated from facelab): the ArcFace / CosFace
+    # target logit is s * cos(acos(cos) + m2) - s * m3 (Deng et al. 2019, eq. 4; arcface_torch losses.py),
+    # the other logits s * cos; cross entropy by hand in float64.
+    m1, m2, m3 = MARGINS[name]
+    cos = np.asarray(REF["inputs"]["cos"], np.float64)
+    labels = np.asarray(REF["inputs"]["labels"])
+    rows = np.arange(len(labels))
+    target = np.cos(m1 * np.arccos(cos[rows, labels]) + m2) - m3
+    logits = cos.copy()
+    logits[rows, labels] = target
+    logits *= 64.0
+    np.testing.assert_allclose(REF[f"margin_{name}"]["logits"], logits, atol=1e-4)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    ce = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[rows, labels])
+    assert REF[f"margin_{name}"]["ce_loss"] == pytest.approx(ce, rel=1e-6)

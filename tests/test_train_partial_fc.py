@@ -8,7 +8,9 @@ import socket
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import shared_data
+
+torch = shared_data.require_module("torch")
 
 import torch.nn.functional as F  # noqa: E402
 

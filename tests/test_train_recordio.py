@@ -153,7 +153,7 @@ def test_empty_class_folder_is_an_error(tmp_path):
 
 
 def test_datasets_decode_flip_and_normalise(small_folder, tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = shared_data.require_module("torch")
     from facelab.ops.normalize import INSIGHTFACE_ARCFACE, to_tensor
     from facelab.train.data import ImageFolderDataset, RecordIODataset, normalize_batch
 
@@ -179,7 +179,7 @@ def test_datasets_decode_flip_and_normalise(small_folder, tmp_path):
 
 
 def test_recordio_dataset_in_worker_processes(small_folder, tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = shared_data.require_module("torch")
     from facelab.train.data import RecordIODataset, ShardSampler
 
     folder, _ = small_folder

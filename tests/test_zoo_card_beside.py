@@ -46,7 +46,8 @@ def test_matching_card_beside_the_file_is_used(pack):
 
 def test_card_with_another_hash_is_ignored(pack):
     onnx_path = _recognizer_file(pack)
+    before, _ = resolve_folder(pack).model("recognition")
     _card_for(onnx_path, "0" * 64).save(onnx_path.with_suffix(".json"))
-    card, _ = resolve_folder(pack).model("recognition")
-    assert card.name != "iresnet_tiny.mytrain"
-    assert card.task == "recognition"
+    card, path = resolve_folder(pack).model("recognition")
+    assert path == onnx_path and card.name != "iresnet_tiny.mytrain"
+    assert card == before  # exactly the card the folder gave without the stale JSON

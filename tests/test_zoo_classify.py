@@ -15,7 +15,7 @@ from facelab.errors import ModelError, ModelNotFoundError
 from facelab.zoo import get_card, identify_model, resolve_folder, resolve_pack
 from facelab.zoo._inspect import USER_LICENSE, classify_signature, read_signature
 
-onnx = pytest.importorskip("onnx")
+onnx = shared_data.require_module("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 DET_500M_SHA = "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
@@ -235,7 +235,7 @@ def test_retinaface_output_names(tmp_path):
 
 
 def test_signature_without_onnx_package(tmp_path, monkeypatch, caplog):
-    pytest.importorskip("onnxruntime")
+    shared_data.require_module("onnxruntime")
     path = make_model(tmp_path / "rec.onnx", size=(112, 112), out_dims=[512])
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with caplog.at_level(logging.WARNING):
