@@ -1,7 +1,10 @@
-"""Detection time per photo: YuNet vs the open pack's dlib MMOD (default fast mode).
+"""Detection time per photo: YuNet's input-size modes vs the open pack's dlib MMOD (default fast mode).
 
-Runs both on dlib's 20 reference photos (``../shared/data/reference``) and prints a table:
-mean and median milliseconds per photo, and faces found (dlib found 31).
+Runs them on dlib's 20 reference photos (``../shared/data/reference``) and prints a table:
+mean and median milliseconds per photo, and faces found (dlib found 31). YuNet modes: ``auto``
+(the default: native size capped at 1280 + a 320x320 letterbox, one NMS), ``native`` (OpenCV's
+FaceDetectorYN), a 640x640 letterbox, and native + 640 for comparison. ``--deepface`` adds a
+second table on deepface's 64 portraits (``data/verification/deepface``): photos with no face.
 
 Usage:
     python benchmarks/bench_open_yunet.py [--threads 1] [--repeat 3]
@@ -24,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--deepface", action="store_true", help="also count faces on deepface's portraits")
     args = parser.parse_args()
 
     from facelab.detection.yunet import YuNet
@@ -36,8 +40,10 @@ def main() -> None:
     runtime = RuntimeOptions(providers=["cpu"], intra_op_threads=args.threads)
     detectors = {
         "MMOD (open pack default, fast)": open_detector(runtime=runtime),
-        "YuNet, native size": YuNet.from_path(YUNET, runtime),
+        "YuNet, auto (default: native <= 1280 + 320x320)": YuNet.from_path(YUNET, runtime),
+        "YuNet, native size (OpenCV)": YuNet.from_path(YUNET, runtime, det_size="native"),
         "YuNet, det_size 640x640": YuNet.from_path(YUNET, runtime, det_size=(640, 640)),
+        "YuNet, native + 640x640": YuNet.from_path(YUNET, runtime, det_size=["native", (640, 640)]),
     }
     mp = [im.shape[0] * im.shape[1] / 1e6 for im in images]
     print(
@@ -57,6 +63,22 @@ def main() -> None:
                 per[r, i] = time.perf_counter() - t
         ms = np.median(per, axis=0) * 1e3
         print(f"| {name} | {ms.mean():.1f} | {np.median(ms):.1f} | {found} |")
+    if args.deepface:
+        paths = sorted((SHARED / "data" / "verification" / "deepface").glob("*.jpg"))
+        portraits = [load_image(p) for p in paths]
+        print(f"\n{len(portraits)} deepface portraits (one person each, faces up to ~1300 px wide)")
+        print("| detector | photos with no face | photos with more than one | ms/photo (mean, one pass) |")
+        print("|---|---|---|---|")
+        for name, det in detectors.items():
+            if not name.startswith("YuNet"):
+                continue
+            counts, times = [], []
+            for im in portraits:
+                t = time.perf_counter()
+                counts.append(len(det.detect(im)))
+                times.append(time.perf_counter() - t)
+            zero, multi = sum(c == 0 for c in counts), sum(c > 1 for c in counts)
+            print(f"| {name} | {zero} | {multi} | {np.mean(times) * 1e3:.1f} |")
 
 
 if __name__ == "__main__":
