@@ -20,7 +20,7 @@ from facelab.io.image import load_image
 from facelab.pipeline import FaceAnalyzer
 from facelab.zoo import identify_model
 from onnx_builders import build_recognizer
-from shared_data import shared_file
+from shared_data import require_module, shared_file
 
 YUNET = "models/yunet/face_detection_yunet_2026may.onnx"
 
@@ -135,7 +135,7 @@ def test_bad_detector_paths_raise_facelab_errors(built, home, tmp_path):
     junk.write_bytes(b"not an onnx model")
     with pytest.raises(ModelError, match="junk.onnx"):
         FaceAnalyzer("open", detector=junk, home=home)
-    pytest.importorskip("onnx")
+    require_module("onnx")
     recogniser = build_recognizer(tmp_path / "w600k_tiny.onnx")  # a recognition signature
     with pytest.raises(ConfigError, match="not a face detector"):
         FaceAnalyzer("open", detector=recogniser, home=home)
@@ -187,3 +187,14 @@ def test_native_det_size_misses_large_faces_through_the_analyzer(built, home):
     assert native.detector.passes == [(None, None)]
     image = load_image(shared_file("data/images/inspireface/RD/d1.jpeg"))
     assert len(native.detect(image)) == 0
+
+
+def test_native_det_size_through_analyzer_and_cli(built, home, capsys):
+    from facelab.cli import main
+
+    yunet = str(shared_file(YUNET))
+    d1 = str(shared_file("data/images/inspireface/RD/d1.jpeg"))  # one large face: native size misses it
+    assert FaceAnalyzer("open", detector=yunet, home=home, det_size="native").detect(d1).boxes.shape == (0, 4)
+    assert len(FaceAnalyzer("open", detector=yunet, home=home, det_size="auto").detect(d1)) == 1
+    assert main(["detect", d1, "--detector", yunet, "--det-size", "native"]) == 0
+    assert "0 face(s)" in capsys.readouterr().out

@@ -125,7 +125,9 @@ class FaceAnalyzer:
         modules: tasks to load (see :data:`MODULE_ALIASES`); detection is always loaded.
             ``None`` loads everything in the pack (except face swap, which is separate).
         det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
-            uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD).
+            uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD;
+            native size capped at 1280 + 320 for YuNet). YuNet also takes ``"native"`` (exactly
+            OpenCV's FaceDetectorYN).
         det_thresh: detection score threshold; ``None`` keeps the detector's own default (0.5 for
             SCRFD/RetinaFace as InsightFace, 0.9 for YuNet as OpenCV, 0.0 for dlib's MMOD).
         det_options: further detector options, passed to its constructor (e.g. ``{"nms_thresh": 0.3}``,
@@ -158,7 +160,7 @@ class FaceAnalyzer:
         pack: str | os.PathLike | None = None,
         *,
         modules: Sequence[str] | None = None,
-        det_size: tuple[int, int] | None = None,
+        det_size: tuple[int, int] | str | None = None,
         det_thresh: float | None = None,
         det_options: dict[str, Any] | None = None,
         detector: str | os.PathLike | tuple[Any, str | os.PathLike] | None = None,
@@ -199,7 +201,8 @@ class FaceAnalyzer:
                 if det_thresh is not None:
                     options["det_thresh"] = float(det_thresh)
                 if det_size is not None:
-                    options["det_size"] = tuple(det_size)
+                    # "auto"/"native" (YuNet) pass through; sizes become tuples
+                    options["det_size"] = det_size if isinstance(det_size, str) else tuple(det_size)
             try:
                 self.models[task] = RUNNERS.get(runner_name).from_card(card, Path(path), self.runtime, **options)
             except TypeError as exc:  # an option the runner does not take

@@ -27,7 +27,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="fail if a requested GPU provider is not granted")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument(
-        "--det-size", type=_size, default=None, metavar="WxH", help="fixed detector input, e.g. 640x640"
+        "--det-size", type=_size, default=None, metavar="WxH", help="detector input: WxH (e.g. 640x640), auto or native"
     )
     parser.add_argument(
         "--det-thresh", type=float, default=None, help="detection score threshold (default: the detector's own)"
@@ -41,12 +41,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str) -> tuple[int, int] | str:
+    if text.lower() in ("auto", "native"):
+        return text.lower()
     try:
         w, _, h = text.lower().partition("x")
         size = (int(w), int(h or w))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 640x640, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected WxH such as 640x640, auto or native, got {text!r}") from None
     if min(size) <= 0:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return size

@@ -245,10 +245,11 @@ DLIB_BOX_MAPPINGS.register("dlib_mmod")(BoxMapping(note="dlib's own detector: id
 #: End-to-end on ``verification/deepface/master.csv`` (300 pairs, largest face per image, cosine
 #: threshold 0.923, ``det_size=(640, 640)``): accuracy 1.000 with and without the mapping; the
 #: mapping moves the descriptors closer to those of the MMOD pipeline (cosine to them: mean 0.9995,
-#: min 0.9976 mapped; 0.9989 / 0.9971 raw). **Caveat:** YuNet at each image's own size (its default)
-#: misses large faces (dlib box width >= 403 px missed, <= 357 px found: 10 of those 25 portraits,
-#: accuracy 0.917), while at a 640x640 letterbox it misses small faces (2 of 6 in
-#: ``images/t1.jpg``); choose ``det_size`` for the photos at hand.
+#: min 0.9976 mapped; 0.9989 / 0.9971 raw). YuNet at ``det_size="native"`` (OpenCV's single size)
+#: misses large faces (dlib box width >= 403 px: 10 of those 25 portraits, accuracy 0.917) and a
+#: 640x640 letterbox misses small ones (2 of 6 in ``images/t1.jpg``); YuNet's default (auto: native
+#: size capped at 1280 + a 320x320 letterbox) finds all 31 reference faces (mapped error mean
+#: 0.0119) and one face in each of the 25 master.csv portraits (accuracy 1.000).
 YUNET_TO_DLIB = DLIB_BOX_MAPPINGS.register("yunet")(
     BoxMapping(
         dx=-0.060,
