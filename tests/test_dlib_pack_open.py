@@ -105,6 +105,27 @@ def test_descriptors_from_images_match_dlib(recognizer):
     assert np.abs(got - expect).max() <= 1e-4
 
 
+def test_recognizer_reuses_the_landmark_runners_shapes(recognizer, built, home):
+    """Shapes from the pipeline's landmark_5 step are used as given, not predicted again."""
+    ref, entries = _reference()
+    e = entries[0]
+    image = load_image(shared_file("data/" + e["image"]))
+    det = Detections(ref[e["key"] + "_rects"] + [0, 0, 1, 1], ref[e["key"] + "_conf"], None)
+    landmarker = pack.open_landmarker(home=home)
+    values = landmarker.predict_detections([image], [det])
+    (plain,) = recognizer.embed_detections([image], [det])
+    (reused,) = recognizer.embed_detections([image], [det], values)
+    np.testing.assert_array_equal(reused, plain)
+    # dlib's own reference shapes give dlib's own descriptors through the reuse path ...
+    given = [{"dlib_shape_5": list(ref[e["key"] + "_shapes"].astype(np.float32))}]
+    (from_ref,) = recognizer.embed_detections([image], [det], given)
+    np.testing.assert_allclose(from_ref, ref[e["key"] + "_desc"], atol=1e-4)
+    # ... and shifted shapes change the descriptors, so they really are the ones used.
+    shifted = [{"dlib_shape_5": [s + 6.0 for s in values[0]["dlib_shape_5"]]}]
+    (moved,) = recognizer.embed_detections([image], [det], shifted)
+    assert np.abs(moved - plain).max() > 1e-3
+
+
 def test_recognizer_handles_empty_and_mismatched_inputs(recognizer):
     img = np.zeros((50, 50, 3), np.uint8)
     out = recognizer.embed_detections([img, img], [Detections.empty(with_kps=False), Detections.empty()])

@@ -8,7 +8,8 @@ of faces rather than once per face.
 Runner protocol (what the pipeline calls; every registered runner class provides it):
 
 * detection: ``detect_batch(images, max_num=0, metric="default") -> list[Detections]``
-* recognition: ``embed_detections(images, detections) -> list[(n_i, D) float32]``
+* recognition: ``embed_detections(images, detections, face_values) -> list[(n_i, D) float32]``,
+  where ``face_values`` holds, per image, the values the per-face runners (next item) returned
 * every other per-face task: ``predict_detections(images, detections) -> list[dict[str, list]]``,
   one dict per image mapping :class:`~facelab.structures.Face` field names to per-face values.
 """
@@ -283,14 +284,21 @@ class FaceAnalyzer:
         ]
         if not any(faces):
             return faces
+        # What the per-face runners computed, per image; the recogniser may reuse it (dlib's
+        # recogniser aligns on the landmark runner's shapes instead of predicting them again).
+        face_values: list[dict[str, list]] = [{} for _ in arrays]
         for task in _FACE_TASK_ORDER:
             runner = self.models.get(task)
             if runner is None:
                 continue
-            fill_faces(faces, runner.predict_detections(arrays, dets))
+            values = runner.predict_detections(arrays, dets)
+            fill_faces(faces, values)
+            for merged, per_image in zip(face_values, values):
+                merged.update(per_image)
         recognizer = self.recognizer
         if recognizer is not None:
-            for per_image, embeddings in zip(faces, recognizer.embed_detections(arrays, dets)):
+            embedded = recognizer.embed_detections(arrays, dets, face_values)
+            for per_image, embeddings in zip(faces, embedded):
                 for face, emb in zip(per_image, embeddings):
                     face.embedding = np.asarray(emb, dtype=np.float32)
                     face.model = self.cards["recognition"].name

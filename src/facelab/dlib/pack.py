@@ -421,13 +421,17 @@ class DlibResNetRecognizer(_DetectorAware):
 
     # ----------------------------------------------------------------------------- steps
 
-    def chips(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def chips(
+        self, image: np.ndarray, boxes: np.ndarray, shapes: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Dlib's shapes and 150x150 chips for the faces in ``boxes``.
 
         Args:
             image: ``(H, W, 3)`` ``uint8`` BGR.
             boxes: ``(N, 4)`` facelab boxes (mapped by :attr:`box_mapping` when set, see
                 :meth:`use_detector`).
+            shapes: ``(N, 5, 2)`` rounded dlib shapes already predicted for these boxes (by
+                :class:`DlibLandmark5` with the same model); ``None`` predicts them here.
 
         Returns:
             ``(shapes, chips)``: ``(N, 5, 2)`` ``float32`` integer-rounded dlib shapes and
@@ -437,7 +441,9 @@ class DlibResNetRecognizer(_DetectorAware):
 
         if len(boxes) == 0:
             return np.zeros((0, 5, 2), np.float32), np.zeros((0, self.chip_size, self.chip_size, 3), np.uint8)
-        shapes = predict_many(self.shape_predictor, image, _shape_boxes(boxes, self.box_mapping), round_points=True)
+        if shapes is None:
+            shapes = predict_many(self.shape_predictor, image, _shape_boxes(boxes, self.box_mapping), round_points=True)
+        shapes = np.asarray(shapes, np.float32).reshape(len(boxes), 5, 2)
         details = [face_chip_details(s, self.chip_size, self.padding) for s in shapes]
         return shapes, np.stack(extract_chips(image, details))
 
@@ -463,13 +469,21 @@ class DlibResNetRecognizer(_DetectorAware):
         (out,) = run_in_chunks(self.session, batch, self.batch_size, lambda c: to_tensor(c, self.normalization))
         return np.asarray(out, np.float32).reshape(len(batch), -1)
 
-    def embed_detections(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[np.ndarray]:
+    def embed_detections(
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[Detections],
+        face_values: Sequence[dict[str, list]] | None = None,
+    ) -> list[np.ndarray]:
         """Pipeline protocol: descriptors of every detected face of every image, batched across images.
 
         Args:
             images: ``(H, W, 3)`` ``uint8`` BGR images.
             detections: one :class:`~facelab.structures.Detections` per image (boxes are enough;
                 keypoints are not used).
+            face_values: per image, what earlier per-face runners computed; the
+                ``"dlib_shape_5"`` shapes of :class:`DlibLandmark5` are reused instead of being
+                predicted a second time.
 
         Returns:
             One ``(n_i, 128)`` ``float32`` array of raw descriptors per image.
@@ -478,8 +492,10 @@ class DlibResNetRecognizer(_DetectorAware):
             raise ConfigError(f"got {len(images)} images but {len(detections)} detections")
         all_chips = []
         counts = []
-        for image, det in zip(images, detections):
-            _, chips = self.chips(image, det.boxes)
+        for i, (image, det) in enumerate(zip(images, detections)):
+            known = (face_values[i] if face_values else {}).get("dlib_shape_5")
+            shapes = np.asarray(known, np.float32) if known is not None and len(known) == len(det) else None
+            _, chips = self.chips(image, det.boxes, shapes)
             all_chips.append(chips)
             counts.append(len(chips))
         if sum(counts) == 0:

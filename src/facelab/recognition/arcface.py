@@ -163,12 +163,19 @@ class ArcFaceRecognizer:
             return [np.zeros((0, self.embedding_dim or 0), np.float32) for _ in counts]
         return split_per_image(self.embed(np.concatenate(crops, axis=0)), counts)
 
-    def embed_detections(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[np.ndarray]:
+    def embed_detections(
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[Detections],
+        face_values: Sequence[dict[str, list]] | None = None,
+    ) -> list[np.ndarray]:
         """Pipeline protocol: embed every detection of every image (detections need keypoints).
 
         Args:
             images: ``(H, W, 3)`` ``uint8`` BGR images.
             detections: one :class:`~facelab.structures.Detections` per image.
+            face_values: what earlier per-face runners computed (unused: ArcFace aligns on the
+                detector's keypoints).
 
         Returns:
             One ``(n_i, D)`` ``float32`` array of raw embeddings per image.
