@@ -198,3 +198,14 @@ def test_wrong_layout_is_a_model_error(tmp_path):
         RetinaFace.from_path(
             str(__import__("shared_data").shared_file("models/yunet/face_detection_yunet_2026may.onnx"))
         )
+
+
+def test_zoo_folder_classification_agrees_with_create_detector(tmp_path):
+    """An MXNet-layout RetinaFace in a pack folder is a RetinaFace (not an SCRFD) for the zoo too."""
+    from facelab.zoo import identify_model
+
+    for path in (_mxnet_model(tmp_path), _priorbox_model(tmp_path)):
+        card = identify_model(path, home=tmp_path / "home")
+        det = create_detector(path, det_size=None)
+        assert (card.task, card.arch) == ("detection", "retinaface")
+        assert card.normalization == det.normalization

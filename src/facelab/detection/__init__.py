@@ -21,16 +21,23 @@ from facelab.detection.base import DETECTORS as DETECTORS
 from facelab.detection.base import DetectionRunner as DetectionRunner
 from facelab.detection.base import Detector as Detector
 from facelab.detection.base import register_detector as register_detector
+from facelab.detection.retinaface import (
+    RETINAFACE_MXNET_NORMALIZATION,
+    RETINAFACE_PYTORCH_NORMALIZATION,
+    retinaface_layout,
+)
 from facelab.detection.retinaface import RetinaFace as RetinaFace
-from facelab.detection.retinaface import retinaface_layout
 from facelab.detection.scrfd import SCRFD as SCRFD
 from facelab.detection.scrfd import SCRFD_LAYOUTS
-from facelab.detection.yunet import YUNET_OUTPUTS
+from facelab.detection.yunet import YUNET_NORMALIZATION, YUNET_OUTPUTS
 from facelab.detection.yunet import YuNet as YuNet
 from facelab.errors import ConfigError, ModelError
+from facelab.ops.normalize import INSIGHTFACE_DETECTOR, Normalization
 
 if TYPE_CHECKING:
-    from facelab.runtime.session import OrtSession, RuntimeOptions
+    from collections.abc import Sequence
+
+    from facelab.runtime.session import OrtSession, RuntimeOptions, TensorInfo
     from facelab.zoo.card import ModelCard
 
 __all__ = [
@@ -40,19 +47,45 @@ __all__ = [
     "RetinaFace",
     "SCRFD",
     "YuNet",
+    "classify_detector",
     "create_detector",
     "detect_arch",
     "register_detector",
 ]
 
 
-def detect_arch(session: OrtSession) -> str:
-    """Recognise a detector's architecture from its ONNX outputs.
+def classify_detector(outputs: Sequence[TensorInfo]) -> tuple[str, Normalization] | None:
+    """Recognise a detector's architecture and input normalisation from its ONNX outputs.
 
-    Rules, in order: outputs named ``cls_*``, ``obj_*``, ``bbox_*``, ``kps_*`` for strides 8/16/32
-    → ``"yunet"``; outputs ``loc``/``conf``/``landms`` (or three outputs with last axes 4, 2, 10),
-    or 6/9 four-dimensional maps (InsightFace's MXNet RetinaFace) → ``"retinaface"``; 6, 9, 10 or
-    15 outputs of rank 2 or 3 (InsightFace's SCRFD exports) → ``"scrfd"``.
+    The one place that maps an output signature to a detector class: :func:`detect_arch` and the
+    zoo's folder classification both use it. Rules, in order: outputs named ``cls_*``,
+    ``obj_*``, ``bbox_*``, ``kps_*`` for strides 8/16/32 → ``"yunet"``; outputs
+    ``loc``/``conf``/``landms`` (or three outputs with last axes 4, 2, 10), or 6/9
+    four-dimensional maps (InsightFace's MXNet RetinaFace) → ``"retinaface"``; 6, 9, 10 or 15
+    outputs of rank 2 or 3 (InsightFace's SCRFD exports) → ``"scrfd"``.
+
+    Args:
+        outputs: the graph outputs (:class:`~facelab.runtime.session.TensorInfo`), in order.
+
+    Returns:
+        ``(arch, normalization)`` with ``arch`` registered in :data:`DETECTORS`, or ``None``.
+    """
+    names = [o.name for o in outputs]
+    if all(n in names for n in YUNET_OUTPUTS):
+        return "yunet", YUNET_NORMALIZATION
+    layout = retinaface_layout(outputs)
+    if layout is not None:
+        return (
+            "retinaface",
+            RETINAFACE_PYTORCH_NORMALIZATION if layout == "priorbox" else RETINAFACE_MXNET_NORMALIZATION,
+        )
+    if len(names) in SCRFD_LAYOUTS and all(len(o.shape) in (2, 3) for o in outputs):
+        return "scrfd", INSIGHTFACE_DETECTOR
+    return None
+
+
+def detect_arch(session: OrtSession) -> str:
+    """Recognise a detector's architecture from its ONNX outputs (rules: :func:`classify_detector`).
 
     Args:
         session: an open :class:`~facelab.runtime.session.OrtSession`.
@@ -63,17 +96,13 @@ def detect_arch(session: OrtSession) -> str:
     Raises:
         ModelError: the signature matches none of them.
     """
-    names = [o.name for o in session.outputs]
-    if all(n in names for n in YUNET_OUTPUTS):
-        return "yunet"
-    if retinaface_layout(session.outputs) is not None:
-        return "retinaface"
-    if len(names) in SCRFD_LAYOUTS and all(len(o.shape) in (2, 3) for o in session.outputs):
-        return "scrfd"
+    found = classify_detector(session.outputs)
+    if found is not None:
+        return found[0]
     label = session.path or "<bytes>"
     shown = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
     raise ModelError(
-        f"{label}: not a recognised face detector ({len(names)} outputs: {shown}). Expected SCRFD "
+        f"{label}: not a recognised face detector ({len(session.outputs)} outputs: {shown}). Expected SCRFD "
         "(6/9/10/15 score/box/keypoint outputs, as InsightFace's det_*.onnx), YuNet (outputs cls_8..kps_32) "
         "or RetinaFace (outputs loc/conf/landms)"
     )

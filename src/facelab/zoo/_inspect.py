@@ -174,60 +174,36 @@ def _strides(names: list[str], prefix: str) -> list[int]:
     return found
 
 
-def _yunet(sig: OnnxSignature) -> _Guess | None:
-    names = [o.name for o in sig.outputs]
-    if not all(any(n.startswith(p) for n in names) for p in ("cls_", "obj_", "bbox_", "kps_")):
-        return None
-    h, w = _hw(sig)
-    size = (w, h) if h and w else None
-    return _Guess(
-        "detection",
-        "yunet",
-        size,
-        "BGR",
-        0.0,
-        1.0,
-        {"strides": _strides(names, "cls"), "use_kps": True, "num_outputs": len(names)},
-        "YuNet (recognised by its cls_/obj_/bbox_/kps_ outputs): BGR 0..255 input",
-    )
-
-
-def _retinaface(sig: OnnxSignature) -> _Guess | None:
-    names = {o.name for o in sig.outputs}
-    if not {"loc", "conf", "landms"} <= names:
-        return None
-    h, w = _hw(sig)
-    size = (w, h) if h and w else None
-    return _Guess(
-        "detection",
-        "retinaface",
-        size,
-        "BGR",
-        (104.0, 117.0, 123.0),
-        1.0,
-        {"use_kps": True, "num_outputs": len(sig.outputs)},
-        "RetinaFace (recognised by its loc/conf/landms outputs): BGR minus (104, 117, 123)",
-    )
-
-
-_SCRFD_LAYOUTS = {
-    6: ([8, 16, 32], 2, False),
-    9: ([8, 16, 32], 2, True),
-    10: ([8, 16, 32, 64, 128], 1, False),
-    15: ([8, 16, 32, 64, 128], 1, True),
+_DETECTOR_NOTES = {
+    "yunet": "YuNet (recognised by its cls_/obj_/bbox_/kps_ outputs): BGR 0..255 input",
+    "retinaface": "RetinaFace (recognised by its loc/conf/landms or MXNet outputs)",
+    "scrfd": "SCRFD detector (6/9/10/15 score/box/keypoint outputs)",
 }
 
 
-def _scrfd(sig: OnnxSignature) -> _Guess | None:
-    if len(sig.outputs) < 5:
+def _detector(sig: OnnxSignature) -> _Guess | None:
+    # The detection package owns the signature -> architecture rules (one place for both).
+    from facelab.detection import classify_detector
+    from facelab.detection.scrfd import SCRFD_LAYOUTS
+
+    found = classify_detector(sig.outputs)
+    if found is None:
+        if len(sig.outputs) >= 5:  # InsightFace's router calls any >= 5-output model a detector
+            raise _Unsupported(
+                f"{len(sig.outputs)} outputs like a detector, but not an SCRFD (6/9/10/15 outputs), "
+                "RetinaFace or YuNet signature"
+            )
         return None
+    arch, norm = found
     h, w = _hw(sig)
     size = (w, h) if h and w else None
-    extra: dict = {"num_outputs": len(sig.outputs)}
-    layout = _SCRFD_LAYOUTS.get(len(sig.outputs))
-    if layout:
-        extra.update({"strides": layout[0], "num_anchors": layout[1], "use_kps": layout[2]})
-    return _Guess("detection", "scrfd", size, "RGB", 127.5, 128.0, extra, "SCRFD-style detector (5 or more outputs)")
+    extra: dict = {"num_outputs": len(sig.outputs), "use_kps": True}
+    if arch == "scrfd":
+        strides, anchors, use_kps = SCRFD_LAYOUTS[len(sig.outputs)]
+        extra.update({"strides": list(strides), "num_anchors": anchors, "use_kps": use_kps})
+    elif arch == "yunet":
+        extra["strides"] = _strides([o.name for o in sig.outputs], "cls")
+    return _Guess("detection", arch, size, norm.color_order, norm.mean, norm.std, extra, _DETECTOR_NOTES[arch])
 
 
 def _landmark(sig: OnnxSignature) -> _Guess | None:
@@ -300,12 +276,10 @@ class _Unsupported(Exception):
     """A rule matched the input but the rest of the signature is one facelab cannot use."""
 
 
-#: Classification rules in the order they are tried (name, rule). Name-based detector rules
-#: come first, then InsightFace's ModelRouter order: >= 5 outputs, 192, 96, 2-input 128, square >= 112.
+#: Classification rules in the order they are tried (name, rule): detectors first (the
+#: detection package's rules), then InsightFace's ModelRouter order: 192, 96, 2-input 128, square >= 112.
 CLASSIFIERS: tuple[tuple[str, Callable[[OnnxSignature], _Guess | None]], ...] = (
-    ("yunet", _yunet),
-    ("retinaface", _retinaface),
-    ("scrfd", _scrfd),
+    ("detector", _detector),
     ("landmark", _landmark),
     ("attribute", _attribute),
     ("swap", _swap),
