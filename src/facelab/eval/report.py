@@ -102,6 +102,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_curve(plt: Any, path: Path, far: np.ndarray, y: np.ndarray, ylabel: str, title: str, log_y: bool) -> None:
+    """One ROC-style curve against the false accept rate (log x axis), saved as a PNG."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(far, y)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_verification(
     scores: np.ndarray, issame: np.ndarray, path: str | os.PathLike, *, title: str = "", threshold: float | None = None
 ) -> list[Path]:
@@ -135,28 +151,9 @@ def plot_verification(
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out, out.with_name(out.stem + "_det.png"), out.with_name(out.stem + "_hist.png")]
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(np.maximum(fpr, 1e-7), tpr)
-    ax.set_xscale("log")
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.set_title(title or "ROC")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(np.maximum(fpr, 1e-7), np.maximum(1 - tpr, 1e-7))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("false reject rate")
-    ax.set_title(title or "DET")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    far = np.maximum(fpr, 1e-7)
+    _save_curve(plt, paths[0], far, tpr, "true accept rate", title or "ROC", log_y=False)
+    _save_curve(plt, paths[1], far, np.maximum(1 - tpr, 1e-7), "false reject rate", title or "DET", log_y=True)
 
     fig, ax = plt.subplots(figsize=(5, 4))
     bins = np.linspace(min(-0.2, s.min()), max(1.0, s.max()), 60)
