@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tarfile
-
 import numpy as np
 import pytest
 
 import shared_data
+from small_dataset import unpack_identity_folders
 
 torch = shared_data.require_module("torch")
 shared_data.require_module("yaml")
@@ -110,18 +109,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory):
-    tar = shared_data.shared_file("data/recognition/small_dataset.tar")
-    root = tmp_path_factory.mktemp("small")
-    with tarfile.open(tar) as tf:
-        tf.extractall(root, filter="data")
-    base = root / "small_dataset"
-    folder = root / "ids"
-    for line in (base / "label.txt").read_text().splitlines():
-        rel, label = line.split("\t")
-        dst = folder / f"id{int(label):03d}" / rel.split("/")[-1]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes((base / rel).read_bytes())
-    return folder
+    return unpack_identity_folders(tmp_path_factory.mktemp("small"))[0]
 
 
 @pytest.mark.slow

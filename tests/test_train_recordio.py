@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import tarfile
 
 import numpy as np
 import pytest
@@ -19,25 +18,13 @@ from facelab.train.recordio import (
     scan_image_folder,
     unpack_record,
 )
+from small_dataset import unpack_identity_folders
 
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory):
     """small_dataset.tar's 10 images laid out as one sub-folder per identity (label.txt)."""
-    tar = shared_data.shared_file("data/recognition/small_dataset.tar")
-    root = tmp_path_factory.mktemp("small")
-    with tarfile.open(tar) as tf:
-        tf.extractall(root, filter="data")
-    base = root / "small_dataset"
-    folder = root / "ids"
-    pairs = []
-    for line in (base / "label.txt").read_text().splitlines():
-        rel, label = line.split("\t")
-        dst = folder / f"id{int(label):03d}" / rel.split("/")[-1]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes((base / rel).read_bytes())
-        pairs.append((dst, int(label)))
-    return folder, pairs
+    return unpack_identity_folders(tmp_path_factory.mktemp("small"))
 
 
 def test_pack_real_folder_and_read_back_identical_bytes(small_folder, tmp_path):
