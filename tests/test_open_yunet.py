@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
 
-from cli_helpers import assert_clean_error, build_pack, run_main
+from cli_helpers import assert_clean_error, build_pack, open_pack_or_skip, run_main
 from facelab.dlib import pack
-from facelab.errors import ConfigError, ModelError, ModelNotFoundError
+from facelab.errors import ConfigError, ModelError
 from facelab.io.image import load_image
 from facelab.pipeline import FaceAnalyzer
 from facelab.zoo import identify_model
@@ -32,12 +31,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(home):
-    try:
-        return pack.build_open_pack(home)
-    except ModelNotFoundError as exc:  # the face-recognition-models data package is missing
-        if os.environ.get("FACELAB_REQUIRE_FIXTURES") == "1":
-            raise
-        pytest.skip(str(exc))
+    return open_pack_or_skip(home)
 
 
 @pytest.fixture(scope="module")
