@@ -59,6 +59,7 @@ from facelab.dlib.dnn import (
 )
 from facelab.errors import ModelError
 from facelab.ops.normalize import Normalization
+from facelab.zoo._hub import facelab_home  # re-exported: callers import it from here too
 from facelab.zoo.card import FileSpec, ModelCard
 
 __all__ = [
@@ -300,13 +301,6 @@ def _pad_to(g: _GraphBuilder, tensor: str, shape: tuple[int, ...], target: tuple
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-
-
-def facelab_home(home: str | Path | None = None) -> Path:
-    """The facelab model home: ``home``, else ``$FACELAB_HOME``, else ``~/.facelab``."""
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("FACELAB_HOME") or Path.home() / ".facelab")
 
 
 def _sha256(data: bytes) -> str:

@@ -632,6 +632,7 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
 
     from facelab.dlib.convert import convert_cached, facelab_home
     from facelab.zoo import ResolvedPack
+    from facelab.zoo._hub import cached_sha256
     from facelab.zoo.card import FileSpec
 
     pack = open_pack_card()
@@ -659,10 +660,12 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
                     extra["mmod"] = geometry.to_dict()
         else:
             built = dat
-            spec = FileSpec(dat.name, _file_sha256(dat), dat.stat().st_size)
+            spec = FileSpec(dat.name, cached_sha256(dat, home), dat.stat().st_size)
             extra = dict(card.extra)
         target = folder / card.files[0].filename
-        if not (target.is_file() and target.stat().st_size == spec.size_bytes and _file_sha256(target) == spec.sha256):
+        if not (
+            target.is_file() and target.stat().st_size == spec.size_bytes and cached_sha256(target, home) == spec.sha256
+        ):
             tmp = target.with_name(target.name + ".tmp")
             tmp.unlink(missing_ok=True)
             try:
@@ -674,23 +677,6 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
         models.append((final, target))
     models.sort(key=lambda item: item[0].task != "detection")
     return ResolvedPack(OPEN_PACK_NAME, folder, models, card=pack, source="built")
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def _member(task: str, home: str | os.PathLike | None) -> tuple[ModelCard, Path]:

@@ -10,7 +10,6 @@ larger batch, max abs difference to torch) and writes ``<out>.json`` — a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from facelab.alignment.templates import ARCFACE_112
 from facelab.errors import ModelError
 from facelab.ops.normalize import INSIGHTFACE_ARCFACE
 from facelab.train.backbones import create_backbone
+from facelab.zoo._hub import sha256_file
 from facelab.zoo.card import FileSpec, ModelCard
 
 __all__ = ["export_onnx", "load_backbone"]
@@ -46,14 +46,6 @@ def load_backbone(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, An
     model = create_backbone(cfg["network"], num_features=cfg["embedding_size"], **kwargs)
     model.load_state_dict(state["backbone"])
     return model.eval(), state
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(
@@ -132,7 +124,7 @@ def export_onnx(
         name=name or f"{cfg['network']}.{out.stem}",
         task="recognition",
         arch=cfg["network"],
-        files=(FileSpec(out.name, _sha256(out), out.stat().st_size),),
+        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
         license=license,
         input_size=(size, size),
         color_order=INSIGHTFACE_ARCFACE.color_order,

@@ -38,7 +38,7 @@ from torch import nn
 from facelab.detection.retinaface import RETINAFACE_PYTORCH_NORMALIZATION
 from facelab.errors import ConfigError, ModelError
 from facelab.registry import Registry
-from facelab.train.export import _sha256
+from facelab.zoo._hub import sha256_file
 from facelab.zoo.card import FileSpec, ModelCard
 
 __all__ = [
@@ -500,7 +500,7 @@ def export_retinaface(
         name=name or spec.card_name,
         task="detection",
         arch="retinaface",
-        files=(FileSpec(out.name, _sha256(out), out.stat().st_size),),
+        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
         license=LICENSE,
         input_size=None,
         color_order=norm.color_order,
