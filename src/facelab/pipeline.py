@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from facelab.attributes.quality import face_quality
 from facelab.errors import ConfigError, ModelError
 from facelab.io.image import ImageSource, load_image
 from facelab.registry import RUNNERS
@@ -284,6 +285,9 @@ class FaceAnalyzer:
         ]
         if not any(faces):
             return faces
+        for image, per_image in zip(arrays, faces):
+            for face in per_image:
+                face.quality = face_quality(image, face.bbox, face.kps, face.score)
         # What the per-face runners computed, per image; the recogniser may reuse it (dlib's
         # recogniser aligns on the landmark runner's shapes instead of predicting them again).
         face_values: list[dict[str, list]] = [{} for _ in arrays]

@@ -93,6 +93,8 @@ def _to_jsonable(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if hasattr(value, "to_dict"):
+        return _to_jsonable(value.to_dict())
     if isinstance(value, dict):
         return {k: _to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -116,6 +118,8 @@ class Face:
         gender: 1 = male, 0 = female (InsightFace's convention).
         age: years.
         embedding: ``(D,)`` ``float32`` raw recogniser output (not normalised).
+        quality: :class:`~facelab.attributes.quality.FaceQuality` (detector score, sharpness,
+            brightness, size and pose from the five points), filled for every face by the pipeline.
         attributes: outputs of other attribute models, by task name.
         model: name of the pack or recogniser that produced the embedding (for comparing like with like).
     """
@@ -129,6 +133,7 @@ class Face:
     gender: int | None = None
     age: int | None = None
     embedding: np.ndarray | None = None
+    quality: Any | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
 
