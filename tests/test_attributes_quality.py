@@ -7,12 +7,12 @@ import math
 import cv2
 import numpy as np
 import pytest
-from shared_data import shared_file
 
 from facelab.alignment.templates import arcface_points
 from facelab.attributes.quality import QualityPolicy, face_quality, pose_from_kps
 from facelab.errors import ConfigError
 from facelab.io import load_image
+from shared_data import shared_file
 
 
 def _rotate(points: np.ndarray, degrees: float, center: np.ndarray) -> np.ndarray:
