@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import facelab.dlib.convert as convert
-from facelab.dlib._serialize import bundled_model_path
+from facelab.convert.dlib_reader import bundled_model_path
 from facelab.dlib.convert import convert_cached
 from facelab.dlib.dnn import ConLayer, parse_dnn
 from facelab.errors import ModelError, ModelNotFoundError

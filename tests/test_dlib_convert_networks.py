@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from facelab.dlib._serialize import bundled_model_path
+from facelab.convert.dlib_reader import bundled_model_path
 from facelab.dlib.convert import detector_windows, dnn_to_onnx, input_normalization
 from facelab.dlib.dnn import load_dnn, output_to_input_rect
 from facelab.errors import ModelError, ModelNotFoundError

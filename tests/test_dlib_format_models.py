@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from facelab.dlib._serialize import bundled_model_path
+from facelab.convert.dlib_reader import bundled_model_path
 from facelab.dlib.dnn import (
     FC,
     AddPrev,

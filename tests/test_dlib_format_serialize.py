@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from facelab.dlib._serialize import DlibReader
+from facelab.convert.dlib_reader import DlibReader
 from facelab.errors import ModelError
 
 

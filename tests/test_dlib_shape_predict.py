@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from facelab.dlib._serialize import bundled_model_path
+from facelab.convert.dlib_reader import bundled_model_path
 from facelab.dlib.shape_predictor import load_shape_predictor, predict, predict_many
 from facelab.errors import ConfigError, ImageError, ModelNotFoundError
 from facelab.io.image import load_image

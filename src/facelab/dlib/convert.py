@@ -29,16 +29,15 @@ network ending in ``fc`` (the 128-d face descriptor), ``(N, windows, h, w)`` sco
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facelab.dlib._serialize import read_model_bytes
+from facelab.convert.cache import cached_conversion
+from facelab.convert.dlib_reader import read_model_bytes
+from facelab.convert.graph import GraphBuilder
 from facelab.dlib.dnn import (
     FC,
     AddPrev,
@@ -78,9 +77,6 @@ logger = logging.getLogger(__name__)
 #: Bumped whenever the converter's output changes; cached conversions of another version are rebuilt.
 CONVERTER_VERSION = "1"
 
-_OPSET = 17
-_IR_VERSION = 8
-
 
 def input_normalization(network: DlibNetwork) -> Normalization:
     """The normalisation that produces the network's input tensor from BGR ``uint8`` images.
@@ -107,35 +103,6 @@ def detector_windows(network: DlibNetwork) -> tuple[DetectorWindow, ...]:
     return network.loss.options.detector_windows
 
 
-class _GraphBuilder:
-    """Accumulates ONNX nodes and initialisers with unique names."""
-
-    def __init__(self) -> None:
-        import onnx
-        from onnx import helper, numpy_helper
-
-        self.onnx = onnx
-        self.helper = helper
-        self.numpy_helper = numpy_helper
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self.counter = 0
-
-    def name(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}_{self.counter}"
-
-    def const(self, prefix: str, array: np.ndarray) -> str:
-        name = self.name(prefix)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], prefix: str, **attrs: Any) -> str:
-        out = self.name(prefix)
-        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out + "_node", **attrs))
-        return out
-
-
 def _fold_affine(conv: ConLayer, affine: Affine) -> tuple[np.ndarray, np.ndarray]:
     gamma = affine.gamma.astype(np.float64)
     beta = affine.beta.astype(np.float64)
@@ -159,12 +126,7 @@ def dnn_to_onnx(network: DlibNetwork, fold_affine: bool = True) -> bytes:
         ModelError: a layer cannot be expressed (e.g. ``add_prev`` of unequal sizes in a network
             whose input size is not fixed).
     """
-    try:
-        g = _GraphBuilder()
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelError("converting dlib models needs the 'onnx' package: pip install 'facelab[open]'") from exc
-    helper = g.helper
-    TensorProto = g.onnx.TensorProto
+    g = GraphBuilder("converting dlib models")
     sized = network.input.nr is not None and network.input.nc is not None
     shapes = output_shapes(network, network.input.nr, network.input.nc) if sized else None
     current = "input"
@@ -262,7 +224,7 @@ def dnn_to_onnx(network: DlibNetwork, fold_affine: bool = True) -> bytes:
             raise ModelError(f"{network.source}: cannot convert layer {layer!r}")
         last_index = index
         index += 1
-    g.nodes.append(helper.make_node("Identity", [current], ["output"], name="output_node"))
+    g.rename(current, "output")
     if sized:
         in_dims: list[Any] = ["batch", 3, network.input.nr, network.input.nc]
     else:
@@ -273,25 +235,17 @@ def dnn_to_onnx(network: DlibNetwork, fold_affine: bool = True) -> bytes:
         out_dims = ["batch", *shapes[-1]]
     else:
         out_dims = ["batch", network.num_outputs, "out_height", "out_width"]
-    graph = helper.make_graph(
-        g.nodes,
+    return g.finish(
+        "input",
+        in_dims,
+        [("output", out_dims)],
         "dlib_" + Path(network.source).stem if network.source else "dlib_network",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_dims)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)],
-        g.initializers,
+        "facelab.dlib.convert",
+        CONVERTER_VERSION,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", _OPSET)],
-        producer_name="facelab.dlib.convert",
-        producer_version=CONVERTER_VERSION,
-    )
-    model.ir_version = _IR_VERSION
-    g.onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
-def _pad_to(g: _GraphBuilder, tensor: str, shape: tuple[int, ...], target: tuple[int, ...]) -> str:
+def _pad_to(g: GraphBuilder, tensor: str, shape: tuple[int, ...], target: tuple[int, ...]) -> str:
     if tuple(shape) == tuple(target):
         return tensor
     pads = np.array([0, 0, 0, 0, 0, *(t - s for s, t in zip(shape, target))], dtype=np.int64)
@@ -305,20 +259,6 @@ def _pad_to(g: _GraphBuilder, tensor: str, shape: tuple[int, ...], target: tuple
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _card_for(network: DlibNetwork, dat_name: str, source_sha: str, onnx_name: str, onnx_bytes: bytes) -> ModelCard:
@@ -372,22 +312,6 @@ def _card_for(network: DlibNetwork, dat_name: str, source_sha: str, onnx_name: s
     )
 
 
-def _cache_valid(card_path: Path, onnx_path: Path, source_sha: str) -> ModelCard | None:
-    if not (card_path.is_file() and onnx_path.is_file()):
-        return None
-    try:
-        card = ModelCard.load(card_path)
-    except (OSError, ValueError, TypeError) as exc:
-        logger.warning("ignoring unreadable conversion card %s: %s", card_path, exc)
-        return None
-    if card.extra.get("source_sha256") != source_sha or card.extra.get("converter_version") != CONVERTER_VERSION:
-        return None
-    spec = card.files[0] if card.files else None
-    if spec is None or spec.size_bytes != onnx_path.stat().st_size:
-        return None
-    return card
-
-
 def convert_cached(dat_path: str | Path, home: str | Path | None = None) -> tuple[Path, ModelCard]:
     """Convert a dlib DNN ``.dat`` file to ONNX once and reuse the result.
 
@@ -399,7 +323,7 @@ def convert_cached(dat_path: str | Path, home: str | Path | None = None) -> tupl
 
     Args:
         dat_path: the dlib ``.dat`` file (e.g. from
-            :func:`facelab.dlib._serialize.bundled_model_path`).
+            :func:`facelab.convert.dlib_reader.bundled_model_path`).
         home: the model home; default ``$FACELAB_HOME`` or ``~/.facelab``.
 
     Returns:
@@ -411,18 +335,13 @@ def convert_cached(dat_path: str | Path, home: str | Path | None = None) -> tupl
     """
     data, source = read_model_bytes(dat_path)
     source_sha = _sha256(data)
+
+    def build(onnx_name: str) -> tuple[bytes, dict[str, Any]]:
+        logger.info("converting %s to ONNX", source)
+        network = parse_dnn(data, source)
+        onnx_bytes = dnn_to_onnx(network)
+        return onnx_bytes, _card_for(network, Path(dat_path).name, source_sha, onnx_name, onnx_bytes).to_dict()
+
     folder = facelab_home(home) / "converted"
-    stem = Path(dat_path).stem
-    onnx_path = folder / f"{stem}.onnx"
-    card_path = folder / f"{stem}.json"
-    card = _cache_valid(card_path, onnx_path, source_sha)
-    if card is not None:
-        logger.debug("using cached conversion %s", onnx_path)
-        return onnx_path, card
-    logger.info("converting %s to ONNX (%s)", source, onnx_path)
-    network = parse_dnn(data, source)
-    onnx_bytes = dnn_to_onnx(network)
-    card = _card_for(network, Path(dat_path).name, source_sha, onnx_path.name, onnx_bytes)
-    _atomic_write(onnx_path, onnx_bytes)
-    _atomic_write(card_path, (json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    return onnx_path, card
+    onnx_path, card = cached_conversion(folder, Path(dat_path).stem, source_sha, CONVERTER_VERSION, build)
+    return onnx_path, ModelCard.from_dict(card)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.dlib._serialize import DlibReader, read_model_bytes
+from facelab.convert.dlib_reader import DlibReader, read_model_bytes
 from facelab.errors import ModelError
 from facelab.registry import Registry
 

@@ -174,7 +174,7 @@ def load_shape_predictor_cached(path: str | os.PathLike) -> ShapePredictorModel:
 
 def _shape_predictor_for(card: ModelCard | None, near: Path | None) -> ShapePredictorModel:
     """Load the 5-point shape predictor named by a card (beside ``near``), else the bundled one."""
-    from facelab.dlib._serialize import bundled_model_path
+    from facelab.convert.dlib_reader import bundled_model_path
 
     load_shape_predictor = load_shape_predictor_cached
     name = "shape_predictor_5_face_landmarks.dat"
@@ -602,7 +602,7 @@ def open_pack_card() -> PackCard:
 
 
 def _bundled(name: str) -> Path:
-    from facelab.dlib._serialize import bundled_model_path
+    from facelab.convert.dlib_reader import bundled_model_path
 
     return Path(bundled_model_path(name))
 

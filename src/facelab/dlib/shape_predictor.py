@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.dlib._serialize import DlibReader, compose_floats, read_model_bytes
+from facelab.convert.dlib_reader import DlibReader, compose_floats, read_model_bytes
 from facelab.errors import ConfigError, ImageError, ModelError
 
 __all__ = [

@@ -1,0 +1,18 @@
+"""Weight converters' shared toolkit: readers for foreign weight files and one ONNX graph builder.
+
+* :mod:`facelab.convert.dlib_reader` — dlib's binary serialisation (``.dat`` models);
+* :mod:`facelab.convert.graph` — :class:`GraphBuilder`, the one ONNX graph builder;
+* :mod:`facelab.convert.cache` — converted models cached under ``$FACELAB_HOME/converted/`` with
+  their cards.
+
+Layering: this package sits below the zoo and the model families and imports neither.
+
+Model families describe their networks with these (``facelab.dlib.convert``, ...). Nothing here
+imports torch; ``onnx`` is imported lazily (the ``convert`` extra).
+"""
+
+from facelab.convert.cache import atomic_write as atomic_write
+from facelab.convert.cache import cached_conversion as cached_conversion
+from facelab.convert.graph import GraphBuilder as GraphBuilder
+
+__all__ = ["GraphBuilder", "atomic_write", "cached_conversion"]
