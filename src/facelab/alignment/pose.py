@@ -27,11 +27,11 @@ import io
 import logging
 import math
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from facelab.convert.safe_pickle import NUMPY_GLOBALS, restricted_loads
 from facelab.errors import ConfigError, ModelError
 
 __all__ = [
@@ -53,31 +53,13 @@ _CACHE: dict[str, np.ndarray] = {}
 _warned = False
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds numpy arrays and refuses every other global."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a mean-shape pickle")
-
-
 def _read_meanshape(path: Path) -> np.ndarray:
     data = path.read_bytes()
     try:
         if path.suffix == ".npy":
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         elif path.suffix in (".pkl", ".pickle"):
-            arr = _ArrayUnpickler(io.BytesIO(data)).load()
+            arr = restricted_loads(data, NUMPY_GLOBALS, str(path))
         else:
             arr = np.loadtxt(io.StringIO(data.decode("utf-8")))
     except Exception as exc:  # noqa: BLE001 - any parse failure means an unusable file

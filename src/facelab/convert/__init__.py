@@ -1,6 +1,7 @@
 """Weight converters' shared toolkit: readers for foreign weight files and one ONNX graph builder.
 
 * :mod:`facelab.convert.dlib_reader` — dlib's binary serialisation (``.dat`` models);
+* :mod:`facelab.convert.safe_pickle` — the restricted unpickler every pickle reader uses;
 * :mod:`facelab.convert.graph` — :class:`GraphBuilder`, the one ONNX graph builder;
 * :mod:`facelab.convert.cache` — converted models cached under ``$FACELAB_HOME/converted/`` with
   their cards.
@@ -14,5 +15,15 @@ imports torch; ``onnx`` is imported lazily (the ``convert`` extra).
 from facelab.convert.cache import atomic_write as atomic_write
 from facelab.convert.cache import cached_conversion as cached_conversion
 from facelab.convert.graph import GraphBuilder as GraphBuilder
+from facelab.convert.safe_pickle import RestrictedUnpickler as RestrictedUnpickler
+from facelab.convert.safe_pickle import UnsafePickleError as UnsafePickleError
+from facelab.convert.safe_pickle import restricted_loads as restricted_loads
 
-__all__ = ["GraphBuilder", "atomic_write", "cached_conversion"]
+__all__ = [
+    "GraphBuilder",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "atomic_write",
+    "cached_conversion",
+    "restricted_loads",
+]
