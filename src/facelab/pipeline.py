@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,18 @@ from facelab.registry import RUNNERS
 from facelab.runtime.session import RuntimeOptions
 from facelab.structures import Detections, Face, fill_faces
 
-__all__ = ["FaceAnalyzer", "DEFAULT_PACK", "MODULE_ALIASES", "RUNNER_MODULES", "load_runners"]
+if TYPE_CHECKING:
+    from facelab.zoo import ResolvedPack
+
+__all__ = [
+    "FaceAnalyzer",
+    "DEFAULT_PACK",
+    "MODULE_ALIASES",
+    "RUNNER_MODULES",
+    "build_runner",
+    "load_runners",
+    "runner_name",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +84,40 @@ def load_runners() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
+
+
+def runner_name(card: Any) -> str | None:
+    """Name in :data:`facelab.registry.RUNNERS` of the runner for ``card``, or ``None`` when none is registered.
+
+    A runner registered for ``"<task>.<arch>"`` (e.g. ``"recognition.dlib_resnet"``) wins over the task's.
+    """
+    load_runners()
+    for name in (f"{card.task}.{card.arch}", card.task):
+        if name in RUNNERS:
+            return name
+    return None
+
+
+def build_runner(card: Any, path: str | os.PathLike, runtime: RuntimeOptions | None = None, **options: Any) -> Any:
+    """Load the runner of one model: the class :func:`runner_name` picks, built ``from_card``.
+
+    Args:
+        card: the model's :class:`~facelab.zoo.card.ModelCard`.
+        path: its file.
+        runtime: providers and threads.
+        **options: runner options (``batch_size``; ``det_size``/``det_thresh``/... for detectors).
+
+    Raises:
+        ModelError: no runner is registered for the card's task.
+        ConfigError: an option the runner does not take.
+    """
+    name = runner_name(card)
+    if name is None:
+        raise ModelError(f"{card.name}: facelab has no runner for task {card.task!r}")
+    try:
+        return RUNNERS.get(name).from_card(card, Path(path), runtime, **options)
+    except TypeError as exc:  # an option the runner does not take
+        raise ConfigError(f"{card.name}: unsupported option for its {card.task} runner: {exc}") from exc
 
 
 # Order in which per-face tasks run (recognition last, so it can use refined landmarks).
@@ -122,8 +167,9 @@ class FaceAnalyzer:
     """Analyse faces in images with one model pack.
 
     Args:
-        pack: zoo pack name (``facelab models list``), or a folder of ONNX files classified by
-            signature. ``None`` uses :data:`DEFAULT_PACK`.
+        pack: zoo pack name (``facelab models list``), a folder of ONNX files classified by
+            signature, or an already resolved :class:`~facelab.zoo.ResolvedPack`. ``None`` uses
+            :data:`DEFAULT_PACK`.
         modules: tasks to load (see :data:`MODULE_ALIASES`); detection is always loaded.
             ``None`` loads everything in the pack (except face swap, which is separate).
         det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
@@ -159,7 +205,7 @@ class FaceAnalyzer:
 
     def __init__(
         self,
-        pack: str | os.PathLike | None = None,
+        pack: str | os.PathLike | ResolvedPack | None = None,
         *,
         modules: Sequence[str] | None = None,
         det_size: tuple[int, int] | str | None = None,
@@ -174,14 +220,17 @@ class FaceAnalyzer:
         download: bool = True,
         max_pixels: int | None = None,
     ) -> None:
-        from facelab.zoo import resolve_pack
+        from facelab.zoo import ResolvedPack, resolve_pack
 
         load_runners()
         self.runtime = runtime or RuntimeOptions(providers=providers)
         self.max_pixels = max_pixels
         wanted = _wanted_tasks(modules)
         override = None if detector is None else _detector_override(detector, home)
-        resolved = resolve_pack(DEFAULT_PACK if pack is None else pack, home=home, download=download)
+        if isinstance(pack, ResolvedPack):
+            resolved = pack
+        else:
+            resolved = resolve_pack(DEFAULT_PACK if pack is None else pack, home=home, download=download)
         self.pack_name = resolved.name
         self.models: dict[str, Any] = {}
         self.cards: dict[str, Any] = {}
@@ -192,9 +241,7 @@ class FaceAnalyzer:
             task = card.task
             if task == "swap" or task in self.models or (wanted is not None and task not in wanted):
                 continue
-            # A runner registered for "task.arch" (e.g. "recognition.dlib_resnet") wins over the task's.
-            runner_name = f"{task}.{card.arch}" if f"{task}.{card.arch}" in RUNNERS else task
-            if runner_name not in RUNNERS:
+            if runner_name(card) is None:
                 _logger.info("%s: no runner for task %r; skipped", path, task)
                 continue
             options: dict[str, Any] = {"batch_size": batch_size}
@@ -205,10 +252,7 @@ class FaceAnalyzer:
                 if det_size is not None:
                     # "auto"/"native" (YuNet) pass through; sizes become tuples
                     options["det_size"] = det_size if isinstance(det_size, str) else tuple(det_size)
-            try:
-                self.models[task] = RUNNERS.get(runner_name).from_card(card, Path(path), self.runtime, **options)
-            except TypeError as exc:  # an option the runner does not take
-                raise ConfigError(f"{card.name}: unsupported option for its {task} runner: {exc}") from exc
+            self.models[task] = build_runner(card, Path(path), self.runtime, **options)
             self.cards[task] = card
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
