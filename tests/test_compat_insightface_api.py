@@ -180,6 +180,37 @@ def test_detector_settings_follow_insightface(env, t1: np.ndarray) -> None:
     assert ours.analyzer.detector is ours.det_model.runner  # the analyzer uses the re-prepared detector
 
 
+@pytest.mark.oracle
+def test_first_model_per_task_wins_and_odd_files_are_set_aside(env, t1: np.ndarray, caplog) -> None:
+    insightface = _oracle()
+    from cli_helpers import link_or_copy
+    from facelab.compat.insightface.app import FaceAnalysis
+    from onnx_builders import build_recognizer
+
+    root = env["base"] / "two_recognisers"
+    folder = root / "models" / "pack"
+    link_or_copy(shared_file("models/insightface/det_500m.onnx"), folder / "det_500m.onnx")
+    build_recognizer(folder / "w600k_a.onnx", seed=11)
+    build_recognizer(folder / "w600k_b.onnx", seed=12)
+    kwargs = {"name": "pack", "root": str(root), "providers": ["CPUExecutionProvider"]}
+    ours, theirs = FaceAnalysis(**kwargs), insightface.app.FaceAnalysis(**kwargs)
+    assert ours.models["recognition"].model_file.endswith("w600k_a.onnx")
+    assert theirs.models["recognition"].model_file.endswith("w600k_a.onnx")
+    a, b = ours.get(t1), theirs.get(t1)
+    for fa, fb in zip(a, b):
+        assert_faces_close(dict(fa), dict(fb), "first recogniser")
+    # A face swapper and an unreadable file in the folder: InsightFace fails on either; facelab sets
+    # the swapper aside and skips the bad file with a warning.
+    build_swapper(folder / "inswapper_128.onnx")
+    (folder / "zz_broken.onnx").write_bytes(b"truncated download")
+    with caplog.at_level(logging.WARNING, logger="facelab"):
+        app = FaceAnalysis(**kwargs)
+    assert list(app.models) == ["detection", "recognition"]
+    assert any("zz_broken.onnx" in r.getMessage() for r in caplog.records)
+    for fa, fb in zip(app.get(t1), b):
+        assert_faces_close(dict(fa), dict(fb), "with odd files")
+
+
 def test_one_run_per_model_per_image_not_per_face(apps, t1: np.ndarray) -> None:
     ours, _ = apps
     calls: dict[str, int] = {}
@@ -494,6 +525,10 @@ def test_import_facelab_does_not_load_the_layer_and_the_layer_loads_no_runtime()
         "assert not [m for m in sys.modules if m.startswith('facelab.compat')], 'facelab.compat was loaded'\n"
         "import facelab.compat.insightface as insightface\n"
         "insightface.app.FaceAnalysis, insightface.model_zoo.get_model, insightface.utils.face_align.norm_crop\n"
+        "from facelab.compat.insightface.model_zoo.inswapper import INSwapper\n"
+        "from facelab.compat.insightface.model_zoo.arcface_onnx import ArcFaceONNX\n"
+        "from facelab.compat.insightface.model_zoo.scrfd import SCRFD\n"
+        "assert insightface.model_zoo.SCRFD is SCRFD and insightface.model_zoo.INSwapper is INSwapper\n"
         "heavy = [m for m in ('onnxruntime', 'onnx', 'torch', 'insightface') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert insightface.__version__ >= '0.7'\n"

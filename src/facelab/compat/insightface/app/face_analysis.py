@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from facelab.compat.insightface.app.common import Face
-from facelab.compat.insightface.model_zoo.model_zoo import DEFAULT_ROOT, check_kwargs, runtime_options
-from facelab.compat.insightface.model_zoo.models import wrap_runner
+from facelab.compat.insightface.model_zoo.model_zoo import DEFAULT_ROOT, check_kwargs, runtime_options, wrap_runner
 from facelab.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["FaceAnalysis", "DEFAULT_DET_SIZES", "resolve_insightface_pack"]

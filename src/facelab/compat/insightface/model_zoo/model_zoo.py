@@ -3,7 +3,7 @@
 The file is identified as facelab identifies pack members (a card JSON beside it, a registered
 SHA-256, else its input/output signature with InsightFace's routing rules:
 :mod:`facelab.zoo._inspect`), so the model gets InsightFace's preprocessing, and is wrapped in
-the matching class of :mod:`facelab.compat.insightface.model_zoo.models`.
+the matching class (:mod:`.scrfd`, :mod:`.arcface_onnx`, :mod:`.landmark`, :mod:`.attribute`, :mod:`.inswapper`).
 
 Providers follow InsightFace: ``providers=None`` picks what the installed ONNX Runtime offers
 (CUDA or CoreML, then CPU); an explicit list is used in order, with ``provider_options`` (a list
@@ -20,10 +20,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from facelab.compat.insightface.model_zoo._base import Model
+from facelab.compat.insightface.model_zoo.arcface_onnx import ArcFaceONNX
+from facelab.compat.insightface.model_zoo.attribute import Attribute
+from facelab.compat.insightface.model_zoo.inswapper import INSwapper
+from facelab.compat.insightface.model_zoo.landmark import Landmark
+from facelab.compat.insightface.model_zoo.scrfd import SCRFD
 from facelab.errors import ConfigError, ModelNotFoundError
 from facelab.runtime.session import RuntimeOptions
+from facelab.zoo.card import ModelCard
 
-__all__ = ["get_model", "runtime_options", "DEFAULT_ROOT", "MODEL_KWARGS"]
+__all__ = ["get_model", "runtime_options", "check_kwargs", "model_class", "wrap_runner", "DEFAULT_ROOT", "MODEL_KWARGS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -103,6 +110,29 @@ def check_kwargs(kwargs: Mapping[str, Any], where: str, allowed: Sequence[str] =
         )
 
 
+#: Compat class per facelab task.
+_CLASSES: dict[str, type[Model]] = {
+    task: cls for cls in (SCRFD, ArcFaceONNX, Landmark, Attribute, INSwapper) for task in cls.tasks
+}
+
+
+def model_class(card: ModelCard) -> type[Model]:
+    """The compat class for a card's task (landmark tasks other than the listed ones use :class:`Landmark`).
+
+    Raises:
+        ConfigError: a task InsightFace's API has no class for.
+    """
+    cls = _CLASSES.get(card.task) or (Landmark if card.task.startswith("landmark_") else None)
+    if cls is None:
+        raise ConfigError(f"{card.name}: no InsightFace-style model class for task {card.task!r}")
+    return cls
+
+
+def wrap_runner(card: ModelCard, path: str | Path, runtime: RuntimeOptions, runner: Any = None) -> Model:
+    """The compat model object for ``card``: wraps ``runner``, or loads one from ``path``."""
+    return model_class(card)(card, path, runtime, runner)
+
+
 def _model_path(name: str, root: str | os.PathLike) -> Path:
     """The file ``get_model(name)`` loads: ``name`` itself, or the last ``.onnx`` of ``<root>/models/<name>/``."""
     if name.endswith(".onnx"):
@@ -127,7 +157,7 @@ def get_model(name: str | os.PathLike, **kwargs: Any) -> Any:
             ``download_zip``, ``providers``, ``provider_options`` and ``sess_options``.
 
     Returns:
-        A :class:`~facelab.compat.insightface.model_zoo.models.SCRFD`, ``ArcFaceONNX``,
+        A :class:`~facelab.compat.insightface.model_zoo.scrfd.SCRFD`, ``ArcFaceONNX``,
         ``Landmark``, ``Attribute`` or ``INSwapper`` object.
 
     Raises:
@@ -142,7 +172,6 @@ def get_model(name: str | os.PathLike, **kwargs: Any) -> Any:
         >>> detector.prepare(ctx_id=-1, input_size=(640, 640))  # doctest: +SKIP
         >>> bboxes, kpss = detector.detect(img)  # doctest: +SKIP
     """
-    from facelab.compat.insightface.model_zoo.models import wrap_runner
     from facelab.zoo import identify_model
 
     check_kwargs(kwargs, "get_model")
