@@ -1,0 +1,157 @@
+"""Liveness (both MiniFASNets) and face quality: milliseconds per face, and FaceAnalyzer with liveness on vs off.
+
+Rows, each at batches of 1, 8 and 32 faces (the faces of the Silent-Face sample photos and the
+InspireFace screen photo, boxes from SCRFD-500M, repeated to fill a batch):
+
+* ``facelab liveness``: :meth:`LivenessRunner.predict` — both crops per face, both ONNX models,
+  fusion (what ``face.liveness`` costs);
+* ``  of which models``: the two ``session.run`` calls alone on ready tensors;
+* ``torch reference``: the peer — the original's way (its ``test.py``): per face, per model, crop,
+  ``torch`` forward at batch 1 and softmax, with our test-only torch MiniFASNet
+  (``tests/minifasnet_reference.py``) kept loaded (the original even reloads the weights per call);
+* ``face_quality``: :func:`facelab.attributes.quality.face_quality` per face.
+
+Then ``FaceAnalyzer`` (SCRFD-500M main pack) per image with ``modules=["detection"]`` and
+``["liveness"]`` on a one-face and a six-face photo.
+
+Models and threads: ONNX Runtime and torch get ``--threads`` intra-op threads (default 2). Nothing
+is downloaded: the checkpoints are copied from ``../shared`` into a temporary ``FACELAB_HOME``.
+
+Usage:
+    python benchmarks/bench_liveness.py [--repeat 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+PHOTOS = [
+    "models/silentface/samples/image_F1.jpg",
+    "models/silentface/samples/image_F2.jpg",
+    "models/silentface/samples/image_T1.jpg",
+    "data/images/inspireface/bulk/rgb_fake.jpg",
+]
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="bench_liveness_"))
+    os.environ["FACELAB_HOME"] = str(home)
+    (home / "models" / "liveness").mkdir(parents=True)
+    for name in ("2.7_80x80_MiniFASNetV2.pth", "4_0_0_80x80_MiniFASNetV1SE.pth"):
+        shutil.copyfile(SHARED / "models/silentface" / name, home / "models/liveness" / name)
+    pack = home / "scrfd_pack"
+    pack.mkdir()
+    shutil.copyfile(SHARED / "models/insightface/det_500m.onnx", pack / "det_500m.onnx")
+
+    from facelab.attributes.quality import face_quality
+    from facelab.io.image import load_image
+    from facelab.liveness import load_liveness
+    from facelab.liveness.crop import silentface_crops
+    from facelab.ops.normalize import to_tensor
+    from facelab.pipeline import FaceAnalyzer
+    from facelab.runtime.session import RuntimeOptions
+
+    runtime = RuntimeOptions(providers="cpu", intra_op_threads=args.threads)
+    detector_only = FaceAnalyzer(pack, modules=["detection"], runtime=runtime, home=home)
+    images = [load_image(SHARED / p) for p in PHOTOS]
+    faces = [(img, box, kps, score) for img in images for box, kps, score in zip(*_dets(detector_only, img))]
+    runner = load_liveness(home=home, runtime=runtime, download=False)
+
+    torch_models = None
+    try:
+        import torch
+
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from minifasnet_reference import load_reference
+
+        torch.set_num_threads(args.threads)
+        torch_models = [
+            (load_reference(SHARED / "models/silentface/2.7_80x80_MiniFASNetV2.pth", "v2"), 2.7),
+            (load_reference(SHARED / "models/silentface/4_0_0_80x80_MiniFASNetV1SE.pth", "v1se"), 4.0),
+        ]
+    except ImportError:
+        print("torch not installed: no torch reference row", file=sys.stderr)
+
+    rows = []
+    for n in (1, 8, 32):
+        picked = [faces[i % len(faces)] for i in range(n)]
+        imgs = [f[0] for f in picked]
+        boxes = [f[1][None] for f in picked]
+        live_ms = _median_ms(lambda imgs=imgs, boxes=boxes: runner.predict(imgs, boxes), args.repeat)
+        tensors = [
+            to_tensor(silentface_crops(imgs, boxes, m.crop_scale, m.input_size), m.card.normalization)
+            for m in runner.models
+        ]
+
+        def bare(tensors=tensors):
+            for m, t in zip(runner.models, tensors):
+                m.session.run(t)
+
+        bare_ms = _median_ms(bare, args.repeat)
+        quality_ms = _median_ms(lambda picked=picked: [face_quality(i, b, k, s) for i, b, k, s in picked], args.repeat)
+        row = {"n": n, "facelab": live_ms / n, "models": bare_ms / n, "quality": quality_ms / n}
+        if torch_models is not None:
+
+            def reference(imgs=imgs, boxes=boxes):
+                with torch.no_grad():
+                    for img, box in zip(imgs, boxes):
+                        total = 0
+                        for model, scale in torch_models:
+                            crop = silentface_crops([img], [box], scale, 80)
+                            x = torch.from_numpy(crop.transpose(0, 3, 1, 2).astype(np.float32))
+                            total = total + torch.softmax(model(x), dim=1)
+
+            row["torch"] = _median_ms(reference, max(3, args.repeat // 4)) / n
+        rows.append(row)
+
+    print(f"# liveness and quality, ms per face ({args.threads} threads; median of {args.repeat}; shared machine)")
+    print(f"{'faces/call':>10} {'facelab liveness':>17} {'of which models':>16} {'torch reference':>16} {'quality':>8}")
+    for r in rows:
+        torch_col = f"{r['torch']:16.2f}" if "torch" in r else f"{'-':>16}"
+        print(f"{r['n']:>10} {r['facelab']:17.2f} {r['models']:16.2f} {torch_col} {r['quality']:8.3f}")
+
+    with_liveness = FaceAnalyzer(pack, modules=["liveness"], runtime=runtime, home=home)
+    print("\n# FaceAnalyzer.analyze per image, ms (SCRFD-500M main pack; face.quality is filled in both)")
+    print(f"{'image':>28} {'faces':>5} {'detection':>10} {'+ liveness':>11} {'overhead/face':>14}")
+    for rel in ("models/silentface/samples/image_T1.jpg", "data/images/t1.jpg"):
+        image = load_image(SHARED / rel)
+        count = len(with_liveness.analyze(image))
+        off = _median_ms(lambda image=image: detector_only.analyze(image), args.repeat)
+        on = _median_ms(lambda image=image: with_liveness.analyze(image), args.repeat)
+        print(f"{Path(rel).name:>28} {count:>5} {off:10.1f} {on:11.1f} {(on - off) / max(count, 1):14.2f}")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _dets(analyzer, image):
+    d = analyzer.detect(image)
+    return d.boxes, (d.kps if d.kps is not None else [None] * len(d)), d.scores
+
+
+if __name__ == "__main__":
+    main()
