@@ -44,14 +44,20 @@ PHOTOS = [
 ]
 
 
-def _median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def _timed(fns: dict, repeat: int) -> dict:
+    """``{name: (median ms, min ms)}``, the functions timed round-robin so that machine load hits all alike.
+
+    On a shared machine the minimum is the better estimate of the uncontended cost.
+    """
+    times: dict = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000.0
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1000.0)
+    return {name: (statistics.median(v), min(v)) for name, v in times.items()}
 
 
 def main() -> None:
@@ -103,7 +109,6 @@ def main() -> None:
         picked = [faces[i % len(faces)] for i in range(n)]
         imgs = [f[0] for f in picked]
         boxes = [f[1][None] for f in picked]
-        live_ms = _median_ms(lambda imgs=imgs, boxes=boxes: runner.predict(imgs, boxes), args.repeat)
         tensors = [
             to_tensor(silentface_crops(imgs, boxes, m.crop_scale, m.input_size), m.card.normalization)
             for m in runner.models
@@ -113,9 +118,12 @@ def main() -> None:
             for m, t in zip(runner.models, tensors):
                 m.session.run(t)
 
-        bare_ms = _median_ms(bare, args.repeat)
-        quality_ms = _median_ms(lambda picked=picked: [face_quality(i, b, k, s) for i, b, k, s in picked], args.repeat)
-        row = {"n": n, "facelab": live_ms / n, "models": bare_ms / n, "quality": quality_ms / n}
+        fns = {
+            "facelab": lambda imgs=imgs, boxes=boxes: runner.predict(imgs, boxes),
+            "models": bare,
+            "quality": lambda picked=picked: [face_quality(i, b, k, s) for i, b, k, s in picked],
+        }
+        row = {"n": n, **{k: (med / n, low / n) for k, (med, low) in _timed(fns, args.repeat).items()}}
         if torch_models is not None:
 
             def reference(imgs=imgs, boxes=boxes):
@@ -127,24 +135,35 @@ def main() -> None:
                             x = torch.from_numpy(crop.transpose(0, 3, 1, 2).astype(np.float32))
                             total = total + torch.softmax(model(x), dim=1)
 
-            row["torch"] = _median_ms(reference, max(3, args.repeat // 4)) / n
+            med, low = _timed({"torch": reference}, max(3, args.repeat // 4))["torch"]
+            row["torch"] = (med / n, low / n)
         rows.append(row)
 
-    print(f"# liveness and quality, ms per face ({args.threads} threads; median of {args.repeat}; shared machine)")
-    print(f"{'faces/call':>10} {'facelab liveness':>17} {'of which models':>16} {'torch reference':>16} {'quality':>8}")
+    print(f"# liveness and quality, ms per face: median (min) of {args.repeat}; {args.threads} threads; shared machine")
+    cols = ("facelab", "models", "torch", "quality")
+    heads = ("facelab liveness", "of which models", "torch reference", "face_quality")
+    print(f"{'faces/call':>10} " + " ".join(f"{h:>18}" for h in heads))
     for r in rows:
-        torch_col = f"{r['torch']:16.2f}" if "torch" in r else f"{'-':>16}"
-        print(f"{r['n']:>10} {r['facelab']:17.2f} {r['models']:16.2f} {torch_col} {r['quality']:8.3f}")
+        cells = [f"{r[c][0]:8.2f} ({r[c][1]:6.2f})" if c in r else f"{'-':>18}" for c in cols]
+        print(f"{r['n']:>10} " + " ".join(f"{c:>18}" for c in cells))
 
     with_liveness = FaceAnalyzer(pack, modules=["liveness"], runtime=runtime, home=home)
-    print("\n# FaceAnalyzer.analyze per image, ms (SCRFD-500M main pack; face.quality is filled in both)")
-    print(f"{'image':>28} {'faces':>5} {'detection':>10} {'+ liveness':>11} {'overhead/face':>14}")
+    print(f"\n# FaceAnalyzer.analyze per image, ms: median (min) of {args.repeat}, on/off interleaved")
+    print("# (SCRFD-500M main pack; face.quality is filled in both)")
+    print(f"{'image':>14} {'faces':>5} {'detection':>16} {'+ liveness':>16} {'overhead/face':>16}")
     for rel in ("models/silentface/samples/image_T1.jpg", "data/images/t1.jpg"):
         image = load_image(SHARED / rel)
         count = len(with_liveness.analyze(image))
-        off = _median_ms(lambda image=image: detector_only.analyze(image), args.repeat)
-        on = _median_ms(lambda image=image: with_liveness.analyze(image), args.repeat)
-        print(f"{Path(rel).name:>28} {count:>5} {off:10.1f} {on:11.1f} {(on - off) / max(count, 1):14.2f}")
+        got = _timed(
+            {
+                "off": lambda image=image: detector_only.analyze(image),
+                "on": lambda image=image: with_liveness.analyze(image),
+            },
+            args.repeat,
+        )
+        (off, off_min), (on, on_min) = got["off"], got["on"]
+        per = f"{(on - off) / count:6.2f} ({(on_min - off_min) / count:5.2f})"
+        print(f"{Path(rel).name:>14} {count:>5} {off:7.1f} ({off_min:6.1f}) {on:7.1f} ({on_min:6.1f}) {per:>16}")
     shutil.rmtree(home, ignore_errors=True)
 
 

@@ -94,6 +94,7 @@ def test_download_resume_convert_and_analyze(served, home, main_pack, monkeypatc
     )
     assert (home / "licenses" / "liveness.accepted.json").is_file()
     assert set(analyzer.models) == {"detection", "liveness"}
+    assert analyzer.liveness is analyzer.models["liveness"]
     assert verify_pack("liveness", home=home).ok
 
     names = ["image_F1.jpg", "image_F2.jpg", "image_T1.jpg"]
@@ -138,7 +139,7 @@ def test_offline_without_files_names_them(served, home, main_pack, monkeypatch):
 
 def test_liveness_is_opt_in(served, home, main_pack):
     analyzer = FaceAnalyzer(main_pack, home=home)  # modules=None: the main pack's models only
-    assert "liveness" not in analyzer.models
+    assert "liveness" not in analyzer.models and analyzer.liveness is None
     assert analyzer.analyze(shared_file(f"{SAMPLES}/image_T1.jpg"))[0].liveness is None
     assert served.requests == []
     with pytest.raises(ConfigError, match="list of names"):

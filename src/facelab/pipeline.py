@@ -169,7 +169,8 @@ class FaceAnalyzer:
         providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
             ``runtime`` is given.
         runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
-        batch_size: faces per recognition/landmark run call.
+        batch_size: faces per recognition/landmark run call (liveness runs in chunks of its own,
+            :data:`facelab.liveness.runner.LIVENESS_BATCH`).
         threshold: cosine similarity threshold for "same person"; a float, or the path of a
             calibration JSON written by ``facelab eval calibrate``. Default: the recogniser card's
             documented threshold, if it has one.
@@ -256,7 +257,7 @@ class FaceAnalyzer:
                 raise ConfigError(f"{card.name}: unsupported option for its {task} runner: {exc}") from exc
             self.cards[task] = card
         for task, (runner_cls, group) in multi.items():
-            options = {"batch_size": batch_size, "home": home}
+            options: dict[str, Any] = {"home": home}  # these runners choose their own chunk size
             if task == "liveness" and liveness_threshold is not None:
                 options["threshold"] = float(liveness_threshold)
             self.models[task] = runner_cls.from_cards(group, self.runtime, **options)
@@ -297,6 +298,11 @@ class FaceAnalyzer:
     def recognizer(self) -> Any | None:
         """The recognition runner, or ``None`` when the pack (or ``modules``) has none."""
         return self.models.get("recognition")
+
+    @property
+    def liveness(self) -> Any | None:
+        """The liveness runner (:class:`facelab.liveness.LivenessRunner`), or ``None`` when not loaded."""
+        return self.models.get("liveness")
 
     def detect(self, image: ImageSource, max_num: int = 0, metric: str = "default") -> Detections:
         """Run only the detector on one image; see :class:`~facelab.structures.Detections`."""
