@@ -14,11 +14,13 @@ InspireFace screen photo, boxes from SCRFD-500M, repeated to fill a batch):
 Then ``FaceAnalyzer`` (SCRFD-500M main pack) per image with ``modules=["detection"]`` and
 ``["liveness"]`` on a one-face and a six-face photo.
 
-Models and threads: ONNX Runtime and torch get ``--threads`` intra-op threads (default 2). Nothing
+Models and threads: ONNX Runtime gets ``--threads`` intra-op threads (default 2), torch
+``--torch-threads`` (default 1: on the shared 2-core development machine torch with 2 OpenMP
+threads ran 10-50x slower than with 1, its threads spinning against other processes). Nothing
 is downloaded: the checkpoints are copied from ``../shared`` into a temporary ``FACELAB_HOME``.
 
 Usage:
-    python benchmarks/bench_liveness.py [--repeat 20] [--threads 2]
+    python benchmarks/bench_liveness.py [--repeat 20] [--threads 2] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def _timed(fns: dict, repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for the reference row")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench_liveness_"))
@@ -96,7 +99,7 @@ def main() -> None:
         sys.path.insert(0, str(HERE.parent / "tests"))
         from minifasnet_reference import load_reference
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.torch_threads)
         torch_models = [
             (load_reference(SHARED / "models/silentface/2.7_80x80_MiniFASNetV2.pth", "v2"), 2.7),
             (load_reference(SHARED / "models/silentface/4_0_0_80x80_MiniFASNetV1SE.pth", "v1se"), 4.0),
@@ -139,7 +142,10 @@ def main() -> None:
             row["torch"] = (med / n, low / n)
         rows.append(row)
 
-    print(f"# liveness and quality, ms per face: median (min) of {args.repeat}; {args.threads} threads; shared machine")
+    print(
+        f"# liveness and quality, ms per face: median (min) of {args.repeat}; ONNX Runtime {args.threads} threads, "
+        f"torch {args.torch_threads}; shared machine"
+    )
     cols = ("facelab", "models", "torch", "quality")
     heads = ("facelab liveness", "of which models", "torch reference", "face_quality")
     print(f"{'faces/call':>10} " + " ".join(f"{h:>18}" for h in heads))
