@@ -12,6 +12,15 @@ Runner protocol (what the pipeline calls; every registered runner class provides
   where ``face_values`` holds, per image, the values the per-face runners (next item) returned
 * every other per-face task: ``predict_detections(images, detections) -> list[dict[str, list]]``,
   one dict per image mapping :class:`~facelab.structures.Face` field names to per-face values.
+
+Runners are built with ``from_card(card, path, runtime, **options)``, one per task; a runner
+class that fuses several models of one task (liveness) defines ``from_cards(members, runtime,
+**options)`` and gets every member of its task at once.
+
+Liveness is an add-on: its models come from the ``liveness`` pack (Silent-Face-Anti-Spoofing,
+Apache-2.0), loaded beside the main pack when ``modules`` asks for ``"liveness"``
+(``FaceAnalyzer("buffalo_l", modules=["recognition", "liveness"])``; ``modules=["all",
+"liveness"]`` keeps every model of the main pack). It is not loaded by ``modules=None``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ __all__ = [
     "FaceAnalyzer",
     "DEFAULT_PACK",
     "MODULE_ALIASES",
+    "ADDON_PACKS",
     "RUNNER_MODULES",
     "build_runner",
     "load_runners",
@@ -63,6 +73,8 @@ MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "genderage": ("genderage",),
     "attributes": ("genderage", "attribute"),
     "attribute": ("attribute",),
+    "liveness": ("liveness",),
+    "all": (),  # every model of the main pack (with "liveness": everything plus liveness)
 }
 
 #: Modules whose import registers runner classes in :data:`facelab.registry.RUNNERS`.
@@ -72,6 +84,7 @@ RUNNER_MODULES = (
     "facelab.alignment",
     "facelab.attributes",
     "facelab.swap",
+    "facelab.liveness",
     "facelab.dlib.pack",
 )
 
@@ -121,18 +134,31 @@ def build_runner(card: Any, path: str | os.PathLike, runtime: RuntimeOptions | N
 
 
 # Order in which per-face tasks run (recognition last, so it can use refined landmarks).
-_FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute")
+_FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "liveness")
+
+#: Add-on tasks and the pack their models come from when the main pack has none.
+ADDON_PACKS = {"liveness": "liveness"}
 
 
 def _wanted_tasks(modules: Sequence[str] | None) -> set[str] | None:
+    """Tasks to load from the main pack (``None`` = all of them); unknown names raise ``ConfigError``."""
     if modules is None:
         return None
+    if isinstance(modules, str):
+        raise ConfigError(f"modules must be a list of names such as [{modules!r}], not a string")
     tasks = {"detection"}
     for name in modules:
         if name not in MODULE_ALIASES:
             raise ConfigError(f"unknown module {name!r}; choose from {sorted(MODULE_ALIASES)}")
         tasks.update(MODULE_ALIASES[name])
-    return tasks
+    return None if "all" in modules else tasks
+
+
+def _wanted_addons(modules: Sequence[str] | None) -> list[str]:
+    """Add-on tasks (:data:`ADDON_PACKS`) that ``modules`` asks for explicitly."""
+    if modules is None:
+        return []
+    return [task for task in ADDON_PACKS if any(task in MODULE_ALIASES.get(name, ()) for name in modules)]
 
 
 def _detector_override(detector: Any, home: str | os.PathLike | None) -> tuple[Any, Path]:
@@ -171,7 +197,8 @@ class FaceAnalyzer:
             signature, or an already resolved :class:`~facelab.zoo.ResolvedPack`. ``None`` uses
             :data:`DEFAULT_PACK`.
         modules: tasks to load (see :data:`MODULE_ALIASES`); detection is always loaded.
-            ``None`` loads everything in the pack (except face swap, which is separate).
+            ``None`` loads everything in the pack (except face swap, which is separate), as does
+            ``"all"``. ``"liveness"`` adds the liveness models of ``liveness_pack``.
         det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
             uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD;
             native size capped at 1280 + 320 for YuNet). YuNet also takes ``"native"`` (exactly
@@ -189,13 +216,19 @@ class FaceAnalyzer:
         providers: ONNX Runtime providers (``"auto"``, ``["cuda", "cpu"]``, ...); ignored when
             ``runtime`` is given.
         runtime: full :class:`~facelab.runtime.session.RuntimeOptions` (threads, strict mode).
-        batch_size: faces per recognition/landmark run call.
+        batch_size: faces per recognition/landmark run call (liveness runs in chunks of its own,
+            :data:`facelab.liveness.runner.LIVENESS_BATCH`).
         threshold: cosine similarity threshold for "same person"; a float, or the path of a
             calibration JSON written by ``facelab eval calibrate``. Default: the recogniser card's
             documented threshold, if it has one.
         home: model folder root (default ``$FACELAB_HOME`` or ``~/.facelab``).
         download: allow downloading a missing pack.
         max_pixels: decompression-bomb limit for decoded images.
+        liveness_pack: pack of the liveness models when ``modules`` has ``"liveness"`` and the
+            main pack has none (default ``"liveness"``, downloaded on first use unless
+            ``download=False``).
+        liveness_threshold: ``is_live`` threshold on the fused real-face probability (default
+            :data:`facelab.liveness.LIVENESS_THRESHOLD`, 0.5).
 
     Example:
         >>> fa = FaceAnalyzer()                              # doctest: +SKIP
@@ -219,6 +252,8 @@ class FaceAnalyzer:
         home: str | os.PathLike | None = None,
         download: bool = True,
         max_pixels: int | None = None,
+        liveness_pack: str | os.PathLike | None = None,
+        liveness_threshold: float | None = None,
     ) -> None:
         from facelab.zoo import ResolvedPack, resolve_pack
 
@@ -237,12 +272,25 @@ class FaceAnalyzer:
         members = list(resolved.models)
         if override is not None:
             members = [override] + [(card, path) for card, path in members if card.task != "detection"]
+        for task in _wanted_addons(modules):
+            if not any(card.task == task for card, _ in members):
+                name = liveness_pack if task == "liveness" and liveness_pack is not None else ADDON_PACKS[task]
+                addon = resolve_pack(name, home=home, download=download)
+                found = [(card, path) for card, path in addon.models if card.task == task]
+                if not found:
+                    raise ModelError(f"pack {addon.name!r} has no {task} model")
+                members += found
+        multi: dict[str, tuple[Any, list[tuple[Any, Path]]]] = {}
         for card, path in members:
             task = card.task
             if task == "swap" or task in self.models or (wanted is not None and task not in wanted):
                 continue
-            if runner_name(card) is None:
+            name = runner_name(card)
+            if name is None:
                 _logger.info("%s: no runner for task %r; skipped", path, task)
+                continue
+            if hasattr(RUNNERS.get(name), "from_cards"):  # fuses every model of its task
+                multi.setdefault(task, (RUNNERS.get(name), []))[1].append((card, Path(path)))
                 continue
             options: dict[str, Any] = {"batch_size": batch_size}
             if task == "detection":
@@ -254,6 +302,12 @@ class FaceAnalyzer:
                     options["det_size"] = det_size if isinstance(det_size, str) else tuple(det_size)
             self.models[task] = build_runner(card, Path(path), self.runtime, **options)
             self.cards[task] = card
+        for task, (runner_cls, group) in multi.items():
+            options: dict[str, Any] = {"home": home}  # these runners choose their own chunk size
+            if task == "liveness" and liveness_threshold is not None:
+                options["threshold"] = float(liveness_threshold)
+            self.models[task] = runner_cls.from_cards(group, self.runtime, **options)
+            self.cards[task] = group[0][0]
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
         for task, runner in self.models.items():
@@ -290,6 +344,11 @@ class FaceAnalyzer:
     def recognizer(self) -> Any | None:
         """The recognition runner, or ``None`` when the pack (or ``modules``) has none."""
         return self.models.get("recognition")
+
+    @property
+    def liveness(self) -> Any | None:
+        """The liveness runner (:class:`facelab.liveness.LivenessRunner`), or ``None`` when not loaded."""
+        return self.models.get("liveness")
 
     def detect(self, image: ImageSource, max_num: int = 0, metric: str = "default") -> Detections:
         """Run only the detector on one image; see :class:`~facelab.structures.Detections`."""

@@ -120,6 +120,8 @@ class Face:
         embedding: ``(D,)`` ``float32`` raw recogniser output (not normalised).
         quality: :class:`~facelab.attributes.quality.FaceQuality` (detector score, sharpness,
             brightness, size and pose from the five points), filled for every face by the pipeline.
+        liveness: :class:`~facelab.liveness.LivenessResult` (``score``, ``is_live``, per-model
+            scores), filled when the analyser has the ``liveness`` module.
         attributes: outputs of other attribute models, by task name.
         model: name of the pack or recogniser that produced the embedding (for comparing like with like).
     """
@@ -134,6 +136,7 @@ class Face:
     age: int | None = None
     embedding: np.ndarray | None = None
     quality: Any | None = None
+    liveness: Any | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
 

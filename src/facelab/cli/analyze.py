@@ -91,6 +91,8 @@ def _face_summary(face: Any) -> str:
         parts.append("landmarks=106")
     if face.embedding is not None:
         parts.append(f"embedding={face.embedding.shape[0]}-d")
+    if face.liveness is not None:
+        parts.append(f"liveness={'live' if face.liveness.is_live else 'SPOOF'}({face.liveness.score:.3f})")
     return " ".join(parts)
 
 
@@ -222,7 +224,7 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    return _run_images(args, None)
+    return _run_images(args, ["all", "liveness"] if args.liveness else None)
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -278,6 +280,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--batch-images", type=int, default=4, help="images analysed together (default 4)")
         p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
         p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+        if name == "analyze":
+            p.add_argument(
+                "--liveness",
+                action="store_true",
+                help="also run RGB anti-spoofing (the 'liveness' pack, Apache-2.0; downloaded on first use)",
+            )
         p.set_defaults(func=func)
     p = subparsers.add_parser("compare", help="compare the main face of two images", description="compare two faces")
     p.add_argument("image_a", metavar="A")

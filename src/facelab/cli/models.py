@@ -1,4 +1,4 @@
-"""``facelab models list|download|info|verify``."""
+"""``facelab models list|download|info|verify|convert-retinaface``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_convert_retinaface(args: argparse.Namespace) -> int:
+    from facelab.detection.retinaface_graph import convert_retinaface
+
+    card = convert_retinaface(args.pth, args.out, variant=args.variant, name=args.name)
+    print(f"wrote {args.out} and its card {card.name} (converted without torch)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``models`` with its sub-commands."""
     parser = subparsers.add_parser("models", help="list, download, describe and verify model packs")
@@ -119,3 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("packs", nargs="+", metavar="PACK")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_verify)
+    p = sub.add_parser(
+        "convert-retinaface",
+        help="convert a biubug6 RetinaFace / RFB / Slim .pth to ONNX + card without torch (needs onnx)",
+    )
+    p.add_argument("pth", help="mobilenet0.25_Final.pth, RBF_Final.pth or slim_Final.pth")
+    p.add_argument("out", help="the .onnx file to write (the card goes beside it as .json)")
+    p.add_argument("--variant", default=None, help="mobilenet0.25, RFB or slim (default: recognised from the keys)")
+    p.add_argument("--name", default=None, help="model card name (default per variant)")
+    p.set_defaults(func=_cmd_convert_retinaface)

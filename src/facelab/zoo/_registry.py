@@ -25,6 +25,7 @@ from facelab.errors import ConfigError, ModelNotFoundError
 from facelab.zoo.card import TASKS, ModelCard, PackCard
 
 __all__ = [
+    "ADDON_TASKS",
     "PACK_PROVIDERS",
     "pack_builder",
     "register_pack_builder",
@@ -51,7 +52,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\.[A-Za-z0-9_\-]+$")
 
 #: Tasks whose models take a fixed-size crop, so their cards must state it (detectors and
 #: shape-predictor style 5-point landmarkers need not).
-_NEED_INPUT_SIZE = ("recognition", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "swap")
+_NEED_INPUT_SIZE = ("recognition", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "swap", "liveness")
+
+#: Tasks of add-on packs, used beside a main pack (``FaceAnalyzer(pack, modules=[..., "liveness"])``):
+#: a pack whose members all have one of these tasks needs no detector.
+ADDON_TASKS = ("liveness",)
 
 _lock = threading.RLock()
 
@@ -120,8 +125,9 @@ def pack_problems(pack: PackCard) -> list[str]:
     """Check a pack card and its members against the schema (see :func:`card_problems`).
 
     A pack also needs a name, a licence, at least one member, exactly one member per file name
-    and a detector; an archive needs at least one URL. A pack without an archive fetches each
-    member from its card's ``urls`` (``https://`` or ``file://``); a member without URLs must be
+    and a detector (except an add-on pack, whose members all have a task of :data:`ADDON_TASKS`);
+    an archive needs at least one URL. A pack without an archive fetches each member from its
+    card's ``urls`` (``https://`` or ``file://``); a member without URLs must be
     put in place by hand (the not-found error says where).
     """
     where = f"pack {pack.name!r}"
@@ -132,7 +138,8 @@ def pack_problems(pack: PackCard) -> list[str]:
         problems.append(f"{where}: licence is empty")
     if not pack.models:
         problems.append(f"{where}: no member models")
-    if pack.model("detection") is None:
+    addon = bool(pack.models) and all(m.task in ADDON_TASKS for m in pack.models)
+    if pack.model("detection") is None and not addon:
         problems.append(f"{where}: no detection model")
     seen: set[str] = set()
     for card in pack.models:

@@ -27,6 +27,7 @@ TASKS = (
     "attribute",
     "swap",
     "landmark_5",
+    "liveness",
 )
 
 

@@ -13,7 +13,9 @@ and ``slim_Final.pth`` load with ``strict=True`` (a ``module.`` prefix left by
 Prior boxes of this repository (they differ from Pytorch_Retinaface's ``[[16, 32], [64, 128],
 [256, 512]]``): MobileNet0.25 ``min_sizes [[10, 20], [32, 64], [128, 256]]``, steps
 ``[8, 16, 32]``; RFB and Slim ``[[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]``, steps
-``[8, 16, 32, 64]``. Activations are plain ReLU throughout (no leaky ReLU).
+``[8, 16, 32, 64]`` (:data:`facelab.detection.retinaface_graph.BIUBUG6_VARIANTS`, shared with the
+torch-free converter :func:`facelab.detection.retinaface_graph.convert_retinaface`). Activations
+are plain ReLU throughout (no leaky ReLU).
 
 :func:`export_retinaface` writes an ONNX file (dynamic batch / height / width; input ``input``,
 outputs ``loc``, ``conf``, ``landms``) and a :class:`~facelab.zoo.card.ModelCard` beside it, which
@@ -35,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facelab.detection.retinaface import RETINAFACE_PYTORCH_NORMALIZATION
+from facelab.detection.retinaface_graph import BIUBUG6_VARIANTS, VARIANCES, retinaface_card
 from facelab.errors import ConfigError, ModelError
 from facelab.registry import Registry
-from facelab.zoo._hub import sha256_file
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = [
     "RETINAFACE_VARIANTS",
@@ -54,9 +55,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-SOURCE_URL = "https://github.com/biubug6/Face-Detector-1MB-with-landmark"
-LICENSE = "MIT (biubug6/Face-Detector-1MB-with-landmark)"
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -326,26 +324,11 @@ class RetinaFaceSpec:
 
 
 RETINAFACE_VARIANTS: Registry[RetinaFaceSpec] = Registry("RetinaFace variant")
-_FOUR_LEVELS = ((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))
-RETINAFACE_VARIANTS.register("mobilenet0.25")(
-    RetinaFaceSpec(
-        RetinaFaceMNet,
-        ((10, 20), (32, 64), (128, 256)),
-        (8, 16, 32),
-        "retinaface_mnet025.biubug6",
-        "body.stage1.0.0.weight",
-        {"WIDER_val_published": {"easy": 0.873, "medium": 0.836, "hard": 0.638, "long_side": 640}},
+for _name, _build in (("mobilenet0.25", RetinaFaceMNet), ("RFB", RFBDetector), ("slim", SlimDetector)):
+    _priors = BIUBUG6_VARIANTS.get(_name)
+    RETINAFACE_VARIANTS.register(_name)(
+        RetinaFaceSpec(_build, _priors.min_sizes, _priors.steps, _priors.card_name, _priors.marker, _priors.metrics)
     )
-)
-RETINAFACE_VARIANTS.register("RFB")(
-    RetinaFaceSpec(
-        RFBDetector, _FOUR_LEVELS, (8, 16, 32, 64), "retinaface_rfb.biubug6", "conv8.branch0.0.conv.weight", {}
-    )
-)
-RETINAFACE_VARIANTS.register("slim")(
-    RetinaFaceSpec(SlimDetector, _FOUR_LEVELS, (8, 16, 32, 64), "retinaface_slim.biubug6", "conv8.0.weight", {})
-)
-VARIANCES = (0.1, 0.2)
 
 
 def _clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -495,32 +478,12 @@ def export_retinaface(
             worst = max(worst, float(np.abs(r - g).max()))
     if worst > atol:
         raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
-    norm = RETINAFACE_PYTORCH_NORMALIZATION
-    card = ModelCard(
-        name=name or spec.card_name,
-        task="detection",
-        arch="retinaface",
-        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
-        license=LICENSE,
-        input_size=None,
-        color_order=norm.color_order,
-        mean=tuple(norm.mean),
-        std=tuple(norm.std),
-        source_url=SOURCE_URL,
-        paper="RetinaFace: Single-stage Dense Face Localisation in the Wild (arXiv:1905.00641)",
-        train_data="WIDER FACE",
-        notes=(
-            f"biubug6 {variant} exported by facelab.train.detectors.retinaface_mnet from {Path(pth).name}; "
-            f"opset {opset}; max |torch-ORT| {worst:.2e}"
-        ),
-        metrics={k: dict(v) for k, v in spec.metrics.items()},
-        extra={
-            "layout": "priorbox",
-            "variant": variant,
-            "min_sizes": [list(level) for level in spec.min_sizes],
-            "steps": list(spec.steps),
-            "variances": list(VARIANCES),
-        },
+    card = retinaface_card(
+        out,
+        variant,
+        name,
+        f"biubug6 {variant} exported by facelab.train.detectors.retinaface_mnet from {Path(pth).name}; "
+        f"opset {opset}; max |torch-ORT| {worst:.2e}",
     )
     card.save(out.with_suffix(".json"))
     _logger.info("exported %s (%s) to %s; max |torch-ORT| %.2e", pth, variant, out, worst)
