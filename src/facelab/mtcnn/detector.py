@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from facelab.runtime.session import OrtSession, RuntimeOptions
     from facelab.zoo.card import ModelCard
 
-__all__ = ["MTCNN", "MTCNNOptions", "MTCNN_NORMALIZATION", "MTCNN_FILES"]
+__all__ = ["MTCNN", "MTCNNOptions", "OPEN_PACK_OPTIONS", "MTCNN_NORMALIZATION", "MTCNN_FILES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ MTCNN_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")
 
 @dataclass(frozen=True)
 class MTCNNOptions:
-    """MTCNN's settings (the package's defaults).
+    """MTCNN's settings. The defaults of the first five are the package's; the last three are
+    facelab additions, off by default (the open pack turns them on, see :data:`OPEN_PACK_OPTIONS`).
 
     Attributes:
         min_face: smallest face side searched, pixels (first scale ``12 / min_face``).
@@ -55,7 +56,16 @@ class MTCNNOptions:
         thresholds: face-probability thresholds of P-Net, R-Net and O-Net.
         nms: NMS thresholds: P-Net per level, P-Net across levels, R-Net, O-Net (``"min"`` overlap).
         max_side: when set, images whose longer side exceeds it are searched on a copy resized to
-            it (and ``min_face`` scaled with it); ``None`` (default) searches the image itself.
+            it (``min_face`` scales with it); ``None`` searches the image itself.
+        min_box: drop final boxes whose side ``sqrt(w * h)`` is below ``min_box * min_face``
+            (O-Net sometimes shrinks a window onto a texture far smaller than any face searched);
+            ``0`` keeps all (the package).
+        closeup: a second pass for faces cut by the image border (close-up selfies): the image
+            padded by ``closeup`` times its longer side on every side with mid-grey, searched for
+            faces of at least ``closeup_min_face`` times its shorter side (a few cheap pyramid
+            levels); its faces whose box crosses the image border are merged with the first pass
+            by one NMS (faces inside the image are the first pass's); ``0`` disables it.
+        closeup_min_face: see ``closeup``.
     """
 
     min_face: float = 20.0
@@ -63,6 +73,9 @@ class MTCNNOptions:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     nms: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)
     max_side: int | None = None
+    min_box: float = 0.0
+    closeup: float = 0.0
+    closeup_min_face: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.min_face > 0:
@@ -73,6 +86,16 @@ class MTCNNOptions:
             raise ConfigError(f"thresholds needs 3 values and nms 4, got {self.thresholds} and {self.nms}")
         if self.max_side is not None and int(self.max_side) < 24:
             raise ConfigError(f"max_side must be at least 24, not {self.max_side}")
+        if self.min_box < 0 or not 0 <= self.closeup <= 1 or not 0 < self.closeup_min_face <= 1:
+            raise ConfigError(
+                f"min_box must be >= 0, closeup in [0, 1] and closeup_min_face in (0, 1], got "
+                f"{self.min_box}, {self.closeup}, {self.closeup_min_face}"
+            )
+
+
+#: The open pack's MTCNN settings: the package's cascade, plus the close-up pass and the tiny-box
+#: filter (chosen on the shared photos, see ``benchmarks/bench_detect_open.py``).
+OPEN_PACK_OPTIONS = MTCNNOptions(min_box=0.8, closeup=0.1, closeup_min_face=0.2)
 
 
 @register_detector("mtcnn")
@@ -82,7 +105,8 @@ class MTCNN(Detector):
     Args:
         session: P-Net.
         rnet / onet: R-Net and O-Net sessions.
-        min_face / scale_factor / thresholds / nms / max_side: see :class:`MTCNNOptions`.
+        options: an :class:`MTCNNOptions` (or a dict of its fields); its fields may also be given as
+            keyword arguments (``min_face=40``), which win.
         det_thresh: O-Net's threshold (overrides ``thresholds[2]``; default 0.8, the package's).
         nms_thresh: O-Net's NMS threshold (overrides ``nms[3]``).
         det_size: ``None`` or ``"auto"`` (MTCNN sizes its pyramid from the image); other values are
@@ -107,11 +131,7 @@ class MTCNN(Detector):
         *,
         rnet: OrtSession,
         onet: OrtSession,
-        min_face: float | None = None,
-        scale_factor: float | None = None,
-        thresholds: tuple[float, float, float] | None = None,
-        nms: tuple[float, float, float, float] | None = None,
-        max_side: int | None = None,
+        options: MTCNNOptions | dict[str, Any] | None = None,
         det_thresh: float | None = None,
         nms_thresh: float | None = None,
         det_size: Any = None,
@@ -119,14 +139,12 @@ class MTCNN(Detector):
         **kwargs: Any,
     ) -> None:
         kwargs.pop("normalization", None)  # MTCNN's input normalisation is fixed
-        base = MTCNNOptions()
-        opts = MTCNNOptions(
-            min_face=base.min_face if min_face is None else float(min_face),
-            scale_factor=base.scale_factor if scale_factor is None else float(scale_factor),
-            thresholds=tuple(thresholds) if thresholds is not None else base.thresholds,  # type: ignore[arg-type]
-            nms=tuple(nms) if nms is not None else base.nms,  # type: ignore[arg-type]
-            max_side=max_side,
-        )
+        fields = {f for f in MTCNNOptions.__dataclass_fields__}
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        if isinstance(options, dict):
+            given = {**options, **given}
+            options = None
+        opts = replace(options or MTCNNOptions(), **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
         super().__init__(
             session,
             det_thresh=opts.thresholds[2] if det_thresh is None else det_thresh,
@@ -154,7 +172,7 @@ class MTCNN(Detector):
 
     @classmethod
     def _card_keys(cls) -> tuple[str, ...]:
-        return (*super()._card_keys(), "min_face", "scale_factor", "thresholds", "nms", "max_side")
+        return (*super()._card_keys(), "options", *MTCNNOptions.__dataclass_fields__)
 
     @classmethod
     def from_path(cls, path: str | Path, runtime: RuntimeOptions | None = None, **kwargs: Any) -> MTCNN:
@@ -205,26 +223,52 @@ class MTCNN(Detector):
         import cv2
 
         opts = self.options
-        prepared: list[tuple[np.ndarray, float]] = []
-        for img in images:
+        # Jobs: (image index, normalised RGB image, min_face, offset, scale back to the photo).
+        jobs: list[tuple[int, np.ndarray, float, float, float]] = []
+        for index, img in enumerate(images):
             h, w = img.shape[:2]
             shrink = 1.0
             if opts.max_side is not None and max(h, w) > opts.max_side:
                 shrink = opts.max_side / float(max(h, w))
-                img = cv2.resize(img, (max(1, round(w * shrink)), max(1, round(h * shrink))), interpolation=cv2.INTER_AREA)
-            rgb = img[:, :, ::-1] if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
-            prepared.append(((rgb.astype(np.float32) - np.float32(127.5)) / np.float32(128.0), shrink))
-        normed = [p[0] for p in prepared]
-        min_faces = [opts.min_face * p[1] for p in prepared]
-        boxes = self._stage_pnet(normed, min_faces)
-        boxes = self._stage_rnet(normed, boxes)
-        results = self._stage_onet(normed, boxes)
-        out = []
-        for (_, shrink), (b, s, k) in zip(prepared, results):
-            if shrink != 1.0:
-                b, k = b / shrink, k / shrink
-            out.append(Detections(b.astype(np.float32), s.astype(np.float32), k.astype(np.float32)))
-        return out
+                size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            normed = _normalize(img)
+            jobs.append((index, normed, opts.min_face * shrink, 0.0, shrink))
+            if opts.closeup > 0:
+                pad = int(round(opts.closeup * max(normed.shape[:2])))
+                padded = cv2.copyMakeBorder(normed, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
+                min_face = max(opts.min_face * shrink, opts.closeup_min_face * min(normed.shape[:2]))
+                jobs.append((index, padded, min_face, float(pad), shrink))
+        normed_list = [j[1] for j in jobs]
+        boxes = self._stage_pnet(normed_list, [j[2] for j in jobs])
+        boxes = self._stage_rnet(normed_list, boxes)
+        results = self._stage_onet(normed_list, boxes)
+        per_image: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
+        for (index, _, _, offset, shrink), (b, sc, k) in zip(jobs, results):
+            b, k = (b - offset) / shrink, (k - offset) / shrink
+            if offset > 0:
+                # The close-up pass is for faces cut by the border: the first pass owns the others.
+                h, w = images[index].shape[:2]
+                cut = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h)
+                b, sc, k = b[cut], sc[cut], k[cut]
+            per_image[index].append((b, sc, k))
+        return [self._finish(parts) for parts in per_image]
+
+    def _finish(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Detections:
+        """Merge the passes of one image (one NMS) and apply the tiny-box filter."""
+        boxes = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        kps = np.concatenate([p[2] for p in parts])
+        if len(parts) > 1 and len(boxes):
+            order = np.argsort(scores)[::-1]
+            boxes, scores, kps = boxes[order], scores[order], kps[order]
+            keep = P.mtcnn_nms(boxes, self.nms_thresh, method="min")
+            boxes, scores, kps = boxes[keep], scores[keep], kps[keep]
+        if self.options.min_box > 0 and len(boxes):
+            side = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0))
+            keep = side >= self.options.min_box * self.options.min_face
+            boxes, scores, kps = boxes[keep], scores[keep], kps[keep]
+        return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.reshape(-1, 5, 2).astype(np.float32))
 
     def _stage_pnet(self, normed: list[np.ndarray], min_faces: list[float]) -> list[np.ndarray]:
         """Squared P-Net proposals per image (``(N, 5)``: box + score)."""
@@ -332,8 +376,7 @@ class MTCNN(Detector):
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(b) == 0:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
-        rgb = image[:, :, ::-1].astype(np.float32)
-        normed = (rgb - np.float32(127.5)) / np.float32(128.0)
+        normed = _normalize(image)
         squared = P.square_boxes(b)
         (res,) = self._run_crops(self.onet, [normed], [squared], 48)
         points = P.onet_landmarks(squared, res["points"])
@@ -342,3 +385,8 @@ class MTCNN(Detector):
 
     def __repr__(self) -> str:
         return f"MTCNN({self._label}, {self.options}, det_thresh={self.det_thresh})"
+
+
+def _normalize(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` ``uint8`` BGR → ``float32`` RGB ``(pixel - 127.5) / 128`` (exact in float32)."""
+    return (image[:, :, ::-1].astype(np.float32) - np.float32(127.5)) / np.float32(128.0)
