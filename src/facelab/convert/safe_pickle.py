@@ -68,7 +68,8 @@ def resolve_global(module: str, name: str, allowed: Mapping[tuple[str, str], Any
     """The object an allow-listed pickle global stands for (the one rule of every ``find_class``).
 
     Args:
-        module / name: the global the pickle asks for.
+        module: module of the global the pickle asks for.
+        name: its name.
         allowed: ``{(module, name): replacement or None}``; ``None`` imports the real object.
         what: the file being read, for the error message.
 

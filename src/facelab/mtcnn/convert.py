@@ -257,9 +257,7 @@ def _card(network: str, source_sha: str, onnx_name: str, onnx_bytes: bytes) -> d
     }
 
 
-def convert_cached(
-    home: str | Path | None = None, sources: dict[str, str | Path] | None = None
-) -> MTCNNFiles:
+def convert_cached(home: str | Path | None = None, sources: dict[str, str | Path] | None = None) -> MTCNNFiles:
     """Convert the three networks once and reuse the results.
 
     Files live in ``<home>/converted/``: ``mtcnn_<net>.onnx`` and ``mtcnn_<net>.json`` (the card).

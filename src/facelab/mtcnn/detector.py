@@ -47,8 +47,10 @@ MTCNN_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")
 
 @dataclass(frozen=True)
 class MTCNNOptions:
-    """MTCNN's settings. The defaults of the first five are the package's; the last three are
-    facelab additions, off by default (the open pack turns them on, see :data:`OPEN_PACK_OPTIONS`).
+    """MTCNN's settings.
+
+    The defaults of the first five are the package's; the last three are facelab additions, off
+    by default (the open pack turns them on, see :data:`OPEN_PACK_OPTIONS`).
 
     Attributes:
         min_face: smallest face side searched, pixels (first scale ``12 / min_face``).
@@ -144,7 +146,9 @@ class MTCNN(Detector):
         if isinstance(options, dict):
             given = {**options, **given}
             options = None
-        opts = replace(options or MTCNNOptions(), **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+        opts = replace(
+            options or MTCNNOptions(), **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+        )
         super().__init__(
             session,
             det_thresh=opts.thresholds[2] if det_thresh is None else det_thresh,
@@ -166,7 +170,9 @@ class MTCNN(Detector):
         for name, sess, size in (("R-Net", rnet, 24), ("O-Net", onet, 48)):
             shape = sess.inputs[0].shape if len(sess.inputs) == 1 else None
             if shape is None or len(shape) != 4 or tuple(shape[1:]) != (3, size, size):
-                raise ModelError(f"{sess.path or '<bytes>'}: not MTCNN's {name} (input {shape}, expected (N, 3, {size}, {size}))")
+                raise ModelError(
+                    f"{sess.path or '<bytes>'}: not MTCNN's {name} (input {shape}, expected (N, 3, {size}, {size}))"
+                )
 
     # ----------------------------------------------------------------------------- construction
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from facelab.runtime.session import RuntimeOptions
     from facelab.zoo.card import ModelCard
 
-__all__ = ["MTCNNWithMMOD", "MMOD_TO_MTCNN_PARAMS", "rotate_points_in_square"]
+__all__ = ["MTCNNWithMMOD", "MMOD_TO_MTCNN_PARAMS", "FUSED_FILES", "rotate_points_in_square"]
 
 _logger = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class MTCNNWithMMOD(Detector):
         max_batch: int = 16,
         card: ModelCard | None = None,
     ) -> None:
-        super().__init__(mtcnn.session, det_thresh=mtcnn.det_thresh, nms_thresh=nms_thresh, max_batch=max_batch, card=card)
+        super().__init__(
+            mtcnn.session, det_thresh=mtcnn.det_thresh, nms_thresh=nms_thresh, max_batch=max_batch, card=card
+        )
         if not 0.0 <= float(verify_thresh) <= 1.0:
             raise ConfigError(f"verify_thresh must lie in [0, 1], not {verify_thresh}")
         from facelab.dlib.pack import BoxMapping
@@ -191,7 +193,9 @@ class MTCNNWithMMOD(Detector):
         turned = np.concatenate([np.rot90(crops, k, axes=(1, 2)) for k in range(4)])
         onet = self.mtcnn.onet
         names = [o.name for o in onet.outputs]
-        values = dict(zip(names, onet.run({onet.inputs[0].name: np.ascontiguousarray(turned.transpose(0, 3, 1, 2))}, names)))
+        values = dict(
+            zip(names, onet.run({onet.inputs[0].name: np.ascontiguousarray(turned.transpose(0, 3, 1, 2))}, names))
+        )
         n = len(squared)
         prob = values["prob"][:, 1].reshape(4, n)
         best = prob.argmax(axis=0)

@@ -68,7 +68,8 @@ def pyramid_scales(height: int, width: int, min_face: float = 20.0, factor: floa
     the first scale on ``min_face`` (``12 / min_face``).
 
     Args:
-        height / width: image size in pixels.
+        height: image height in pixels.
+        width: image width in pixels.
         min_face: smallest face side to find, in pixels (20 by default).
         factor: ratio between consecutive levels (0.709).
 
