@@ -171,11 +171,13 @@ def test_dlib5_to_facelab_order():
 
 
 @pytest.mark.slow
-def test_master_csv_accuracy_at_documented_threshold(built, home, recognizer):
+def test_master_csv_accuracy_at_documented_threshold(built, home):
     root = shared_file("data/verification/deepface")
     with open(root / "master.csv", newline="") as handle:
         pairs = list(csv.DictReader(handle))
-    det = pack.open_detector(home=home)
+    det = pack.open_face_detector(home=home)  # the pack's default detector (MTCNN + MMOD), as calibrated
+    recognizer = pack.open_recognizer(home=home)
+    recognizer.use_detector(det.arch)  # MTCNN-like boxes reach the shape predictor through MTCNN_TO_DLIB
     names = sorted({p["file_x"] for p in pairs} | {p["file_y"] for p in pairs})
     images = [load_image(root / n) for n in names]
     dets = [det.detect(img) for img in images]

@@ -100,7 +100,8 @@ def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Each output pixel ``(i, j)`` is the mean of the input over ``[i * sy, (i + 1) * sy) x
     [j * sx, (j + 1) * sx)`` (``sy = H / h``, ``sx = W / w``), partial pixels weighted by the
     fraction covered, as TensorFlow's kernel computes it; OpenCV's ``INTER_AREA`` computes the same
-    means (they agree to float32 rounding, ``tests/test_mtcnn_processing.py``) and is used here.
+    means (within 1e-5: TensorFlow computes the cell bounds in float32; ``tests/test_mtcnn_processing.py``)
+    and is used here.
 
     Args:
         image: ``(H, W, C)`` ``float32``.
