@@ -95,6 +95,9 @@ class MTCNNOptions:
             )
 
 
+#: Side (pixels) of the smallest face the close-up pass looks for, on its downscaled copy of the photo.
+CLOSEUP_FACE_PX = 120
+
 #: The open pack's MTCNN settings: the package's cascade, plus the close-up pass and the tiny-box
 #: filter (chosen on the shared photos, see ``benchmarks/bench_detect_open.py``).
 OPEN_PACK_OPTIONS = MTCNNOptions(min_box=0.8, closeup=0.1, closeup_min_face=0.2)
@@ -241,10 +244,19 @@ class MTCNN(Detector):
             normed = _normalize(img)
             jobs.append((index, normed, opts.min_face * shrink, 0.0, shrink))
             if opts.closeup > 0:
-                pad = int(round(opts.closeup * max(normed.shape[:2])))
-                padded = cv2.copyMakeBorder(normed, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
-                min_face = max(opts.min_face * shrink, opts.closeup_min_face * min(normed.shape[:2]))
-                jobs.append((index, padded, min_face, float(pad), shrink))
+                # Faces of at least closeup_min_face * min side: a copy whose smallest such face is
+                # CLOSEUP_FACE_PX wide is enough (photos with a shorter side above 600 px are downscaled).
+                cshrink = min(shrink, CLOSEUP_FACE_PX / (opts.closeup_min_face * min(h, w)))
+                small = img
+                if cshrink < shrink:
+                    size = (max(1, round(w * cshrink)), max(1, round(h * cshrink)))
+                    small = cv2.resize(images[index], size, interpolation=cv2.INTER_AREA)
+                pad = int(round(opts.closeup * max(small.shape[:2])))
+                padded = cv2.copyMakeBorder(
+                    _normalize(small), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0.0,) * 3
+                )
+                min_face = max(opts.min_face * cshrink, opts.closeup_min_face * min(small.shape[:2]))
+                jobs.append((index, padded, min_face, float(pad), cshrink))
         normed_list = [j[1] for j in jobs]
         boxes = self._stage_pnet(normed_list, [j[2] for j in jobs])
         boxes = self._stage_rnet(normed_list, boxes)
