@@ -4,7 +4,9 @@
   cached under ``$FACELAB_HOME/converted/``;
 * :mod:`facelab.mtcnn.processing` — the cascade's numpy steps (pyramid, NMS, crops, calibration);
 * :mod:`facelab.mtcnn.detector` — :class:`MTCNN`, a :class:`~facelab.detection.base.Detector`
-  (arch ``"mtcnn"``) with five keypoints, batched across images.
+  (arch ``"mtcnn"``) with five keypoints, batched across images;
+* :mod:`facelab.mtcnn.fused` — MTCNN and dlib's MMOD under one NMS (arch ``"mtcnn_mmod"``), the
+  open pack's default detector.
 
 ``create_mtcnn()`` converts (once) and loads the detector; TensorFlow is never needed and the
 ``mtcnn`` package is never imported (only its weight files are read).
