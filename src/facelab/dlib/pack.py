@@ -111,7 +111,7 @@ THRESHOLD_CALIBRATION: dict[str, Any] = {
     "dataset": "verification/deepface/master.csv (300 pairs: 38 same, 262 different; 25 images)",
     "pipeline": (
         "open pack v2: MTCNN+MMOD detector (largest face per image), MTCNN_TO_DLIB box mapping, 5-point "
-        "shape predictor, dlib chip 150/0.25, ResNet descriptor (facelab 0.x, dlib converter 1, MTCNN converter 1)"
+        "shape predictor, dlib chip 150/0.25, ResNet descriptor (facelab 0.x, dlib converter 1, MTCNN converter 2)"
     ),
     "method": (
         "dlib's rule ||a - b|| < 0.6 on raw descriptors becomes a cosine threshold through "
