@@ -39,27 +39,36 @@ def _reference():
     return ref, [e for e in meta["images"] if e["faces"] > 0]
 
 
-def test_pack_card_is_registered_cc0_with_three_models():
+def test_pack_card_is_registered_mit_and_cc0_with_three_models():
     from facelab.zoo import get_pack, list_packs, pack_problems
 
     assert "open" in list_packs()
     card = get_pack("open")
-    assert card.license == "CC0-1.0"
+    assert card.license == "MIT AND CC0-1.0"  # MTCNN (MIT) + dlib's models (CC0)
     assert [m.task for m in card.models] == ["detection", "landmark_5", "recognition"]
-    assert [m.arch for m in card.models] == ["dlib_mmod", "dlib_shape_5", "dlib_resnet"]
+    assert [m.arch for m in card.models] == ["mtcnn_mmod", "dlib_shape_5", "dlib_resnet"]
+    assert [f.filename for f in card.model("detection").files] == [
+        "mtcnn_pnet.onnx",
+        "mtcnn_rnet.onnx",
+        "mtcnn_onet.onnx",
+        "mmod_human_face_detector.onnx",
+    ]
     assert pack_problems(card) == []
     rec = card.model("recognition")
     assert rec.embedding_dim == 128 and rec.input_size == (150, 150)
     assert 0.9 < rec.extra["threshold_cosine"] < 0.95
     assert rec.extra["threshold_euclidean_dlib"] == 0.6
     assert "master.csv" in rec.extra["threshold_calibration"]["dataset"]
-    assert all("Davis" in m.notes for m in card.models)
+    assert all("Davis" in m.notes for m in card.models[1:])
+    assert "mtcnn==1.0.0" in card.model("detection").notes
 
 
 def test_runners_are_registered():
     from facelab.detection import DETECTORS
+    from facelab.mtcnn.fused import MTCNNWithMMOD
 
     assert DETECTORS.get("dlib_mmod") is pack.DlibMMOD
+    assert DETECTORS.get("mtcnn_mmod") is MTCNNWithMMOD
     assert RUNNERS.get("landmark_5") is pack.DlibLandmark5
     assert RUNNERS.get("recognition.dlib_resnet") is pack.DlibResNetRecognizer
 
@@ -70,9 +79,10 @@ def test_build_is_offline_and_cached(built, home):
     assert [c.task for c, _ in built.models] == ["detection", "landmark_5", "recognition"]
     for card, path in built.models:
         assert path.is_file() and path.parent == home / "models" / "open"
-        spec = card.files[0]
-        assert spec.size_bytes == path.stat().st_size
-        assert spec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        for spec in card.files:  # the detector has four files (MTCNN's three networks and MMOD)
+            file = path.with_name(spec.filename)
+            assert spec.size_bytes == file.stat().st_size
+            assert spec.sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
     mtimes = [p.stat().st_mtime_ns for _, p in built.models]
     again = pack.build_open_pack(home)
     assert [p.stat().st_mtime_ns for _, p in again.models] == mtimes
@@ -161,11 +171,13 @@ def test_dlib5_to_facelab_order():
 
 
 @pytest.mark.slow
-def test_master_csv_accuracy_at_documented_threshold(built, home, recognizer):
+def test_master_csv_accuracy_at_documented_threshold(built, home):
     root = shared_file("data/verification/deepface")
     with open(root / "master.csv", newline="") as handle:
         pairs = list(csv.DictReader(handle))
-    det = pack.open_detector(home=home)
+    det = pack.open_face_detector(home=home)  # the pack's default detector (MTCNN + MMOD), as calibrated
+    recognizer = pack.open_recognizer(home=home)
+    recognizer.use_detector(det.arch)  # MTCNN-like boxes reach the shape predictor through MTCNN_TO_DLIB
     names = sorted({p["file_x"] for p in pairs} | {p["file_y"] for p in pairs})
     images = [load_image(root / n) for n in names]
     dets = [det.detect(img) for img in images]

@@ -71,11 +71,14 @@ def test_yunet_replaces_the_open_detector(yunet_analyzer):
         assert np.all((eyes[:, 1] > y1) & (eyes[:, 1] < y1 + 0.6 * (y2 - y1))), (face.bbox, eyes)
 
 
-def test_default_open_pack_keeps_dlib_boxes(built, home):
+def test_default_open_pack_maps_its_mtcnn_boxes_to_dlib_boxes(built, home):
+    from facelab.dlib.pack import MTCNN_TO_DLIB
+
+    # The open pack's default detector (MTCNN + MMOD, issue 8) gives MTCNN-like boxes; dlib's
+    # shape predictor receives them through the mapping fitted for MTCNN.
     fa = FaceAnalyzer("open", modules=["recognition"], home=home)
-    assert fa.cards["detection"].arch == "dlib_mmod"
-    mapping = fa.recognizer.box_mapping
-    assert mapping is not None and (mapping.dx, mapping.dy, mapping.sw, mapping.sh) == (0.0, 0.0, 1.0, 1.0)
+    assert fa.cards["detection"].arch == "mtcnn_mmod"
+    assert fa.recognizer.box_mapping is MTCNN_TO_DLIB
 
 
 def test_card_and_path_pair_with_scrfd(built, home):

@@ -199,14 +199,18 @@ class FaceAnalyzer:
         modules: tasks to load (see :data:`MODULE_ALIASES`); detection is always loaded.
             ``None`` loads everything in the pack (except face swap, which is separate), as does
             ``"all"``. ``"liveness"`` adds the liveness models of ``liveness_pack``.
-        det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None``
-            uses the detector's default (InsightFace 1.0+'s auto multi-scale 128 + 640 for SCRFD;
-            native size capped at 1280 + 320 for YuNet). YuNet also takes ``"native"`` (exactly
-            OpenCV's FaceDetectorYN).
+        det_size: ``(width, height)`` to fix the detector input, e.g. ``(640, 640)``; ``None`` or
+            ``"auto"`` uses the detector's own default (InsightFace 1.0+'s auto multi-scale 128 + 640
+            for SCRFD; 640 x 640 for RetinaFace; native size capped at 1280 + 320 for YuNet; the
+            image pyramid for MTCNN and MMOD). YuNet also takes ``"native"`` (exactly OpenCV's
+            FaceDetectorYN).
         det_thresh: detection score threshold; ``None`` keeps the detector's own default (0.5 for
             SCRFD/RetinaFace as InsightFace, 0.9 for YuNet as OpenCV, 0.0 for dlib's MMOD).
-        det_options: further detector options, passed to its constructor (e.g. ``{"nms_thresh": 0.3}``,
-            or ``{"mode": "dlib"}`` for the open pack's MMOD detector).
+        det_options: further detector options, passed to its constructor (e.g. ``{"nms_thresh": 0.3}``;
+            for the open pack ``{"mmod": False}`` (MTCNN alone), ``{"mode": "dlib"}`` (its MMOD part in
+            dlib's mode), ``{"min_face": 40}``); ``{"rotations": "auto"}`` works for every detector:
+            an image where nothing is found is tried again turned by 90, 180 and 270 degrees, and
+            the best turn's boxes and keypoints are mapped back to the image.
         detector: replace the pack's detector: the path of an ONNX face detector (identified like
             a pack member: a card JSON beside it, a known SHA-256, else its signature), or a
             ``(ModelCard, path)`` pair. ``det_size``, ``det_thresh`` and ``det_options`` apply to

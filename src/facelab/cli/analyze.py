@@ -38,6 +38,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="ONNX face detector that replaces the pack's (e.g. YuNet's face_detection_yunet_2026may.onnx)",
     )
+    parser.add_argument(
+        "--rotations",
+        choices=("none", "auto"),
+        default=None,
+        help="auto: when no face is found, retry the photo turned by 90, 180 and 270 degrees (boxes mapped back)",
+    )
     parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
 
 
@@ -73,6 +79,7 @@ def _analyzer(args: argparse.Namespace, modules: list[str] | None = None) -> Any
         det_size=args.det_size,
         det_thresh=args.det_thresh,
         detector=getattr(args, "detector", None),
+        det_options={"rotations": args.rotations} if getattr(args, "rotations", None) else None,
         runtime=runtime,
         download=not args.offline,
         threshold=getattr(args, "threshold", None),

@@ -4,6 +4,7 @@
 * :mod:`facelab.convert.safe_pickle` — the restricted unpickler every pickle reader uses;
 * :mod:`facelab.convert.torch_reader` — PyTorch checkpoints (zip and legacy ``torch.save``
   files) read into numpy arrays without torch;
+* :mod:`facelab.convert.joblib_reader` — joblib numpy pickles (plain or lz4), without joblib;
 * :mod:`facelab.convert.graph` — :class:`GraphBuilder`, the one ONNX graph builder;
 * :mod:`facelab.convert.cache` — converted models cached under ``$FACELAB_HOME/converted/`` with
   their cards.

@@ -19,7 +19,7 @@ from typing import Any
 
 from facelab.errors import ModelError
 
-__all__ = ["RestrictedUnpickler", "UnsafePickleError", "NUMPY_GLOBALS", "restricted_loads"]
+__all__ = ["RestrictedUnpickler", "UnsafePickleError", "NUMPY_GLOBALS", "resolve_global", "restricted_loads"]
 
 #: The globals a pickle of plain numpy arrays (and scalars) needs, in numpy 1.x and 2.x spellings.
 NUMPY_GLOBALS: Mapping[tuple[str, str], Any] = {
@@ -61,14 +61,33 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._what = what
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - pickle protocol
-        key = (module, name)
-        if key not in self._allowed:
-            raise UnsafePickleError(
-                f"{self._what}: refusing to load the global {module}.{name} (pickles can run code; this reader "
-                "accepts only the array types it knows, so the file is either not what it claims or unsafe)"
-            )
-        replacement = self._allowed[key]
-        return super().find_class(module, name) if replacement is None else replacement
+        return resolve_global(module, name, self._allowed, self._what)
+
+
+def resolve_global(module: str, name: str, allowed: Mapping[tuple[str, str], Any], what: str) -> Any:
+    """The object an allow-listed pickle global stands for (the one rule of every ``find_class``).
+
+    Args:
+        module: module of the global the pickle asks for.
+        name: its name.
+        allowed: ``{(module, name): replacement or None}``; ``None`` imports the real object.
+        what: the file being read, for the error message.
+
+    Raises:
+        UnsafePickleError: ``(module, name)`` is not in ``allowed``.
+    """
+    key = (module, name)
+    if key not in allowed:
+        raise UnsafePickleError(
+            f"{what}: refusing to load the global {module}.{name} (pickles can run code; this reader "
+            "accepts only the array types it knows, so the file is either not what it claims or unsafe)"
+        )
+    replacement = allowed[key]
+    if replacement is not None:
+        return replacement
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def restricted_loads(data: bytes, allowed: Mapping[tuple[str, str], Any], what: str) -> Any:

@@ -40,7 +40,16 @@ if TYPE_CHECKING:
     from facelab.runtime.session import OrtSession, RuntimeOptions
     from facelab.zoo.card import ModelCard
 
-__all__ = ["Detector", "DETECTORS", "DetectionRunner", "register_detector", "normalize_sizes"]
+__all__ = [
+    "Detector",
+    "DETECTORS",
+    "DetectionRunner",
+    "register_detector",
+    "normalize_sizes",
+    "parse_rotations",
+    "unrotate_detections",
+    "ROTATIONS",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +57,14 @@ _logger = logging.getLogger(__name__)
 DETECTORS: Registry = Registry("detector architecture")
 
 #: Architectures whose detector class lives outside this package, by the module that registers it.
-ARCH_MODULES = {"dlib_mmod": "facelab.dlib.mmod"}
+ARCH_MODULES = {
+    "dlib_mmod": "facelab.dlib.mmod",
+    "mtcnn": "facelab.mtcnn.detector",
+    "mtcnn_mmod": "facelab.mtcnn.fused",
+}
+
+#: ``rotations`` values: quarter turns (``np.rot90``'s ``k``, counter-clockwise) tried in turn.
+ROTATIONS = {"none": (), "off": (), "auto": (3, 2, 1)}
 
 
 def register_detector(arch: str) -> Any:
@@ -60,17 +76,17 @@ def normalize_sizes(det_size: Any) -> list[tuple[int, int]] | None:
     """Turn a ``det_size`` argument into a list of ``(width, height)`` pairs.
 
     Args:
-        det_size: ``None`` (the detector's default), one ``(width, height)`` pair, an int (a
-            square side), or a sequence of pairs. ``(0, 0)`` stands for InsightFace's Auto sizes
-            ``[(128, 128), (640, 640)]``.
+        det_size: ``None`` or ``"auto"`` (the detector's own default, multi-scale where it has
+            one), one ``(width, height)`` pair, an int (a square side), or a sequence of pairs.
+            ``(0, 0)`` stands for InsightFace's Auto sizes ``[(128, 128), (640, 640)]``.
 
     Returns:
-        Distinct sizes in the given order, or ``None`` for ``None``.
+        Distinct sizes in the given order, or ``None`` for ``None`` / ``"auto"``.
 
     Raises:
         ConfigError: for malformed or non-positive sizes.
     """
-    if det_size is None:
+    if det_size is None or (isinstance(det_size, str) and det_size.strip().lower() == "auto"):
         return None
     if isinstance(det_size, (int, np.integer)):
         det_size = (int(det_size), int(det_size))
@@ -94,6 +110,70 @@ def normalize_sizes(det_size: Any) -> list[tuple[int, int]] | None:
     return sizes
 
 
+def parse_rotations(value: Any) -> tuple[int, ...]:
+    """Turn a ``rotations`` option into the quarter turns to retry when an image has no face.
+
+    Args:
+        value: ``None``/``"none"``/``False`` (no retry), ``"auto"`` or ``True`` (90, 180 and 270
+            degrees clockwise), or a sequence of clockwise angles among 90, 180, 270.
+
+    Returns:
+        ``np.rot90`` ``k`` values (counter-clockwise quarter turns), in trial order.
+
+    Raises:
+        ConfigError: anything else.
+
+    Example:
+        >>> parse_rotations("auto"), parse_rotations([90]), parse_rotations(None)
+        ((3, 2, 1), (3,), ())
+    """
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return ROTATIONS["auto"]
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key not in ROTATIONS:
+            raise ConfigError(f"rotations must be 'auto', 'none' or a list of 90/180/270, not {value!r}")
+        return ROTATIONS[key]
+    try:
+        angles = [int(a) for a in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"rotations must be 'auto', 'none' or a list of 90/180/270, not {value!r}") from None
+    if any(a not in (90, 180, 270) for a in angles):
+        raise ConfigError(f"rotation angles must be 90, 180 or 270 (clockwise), not {angles}")
+    return tuple((4 - a // 90) % 4 for a in dict.fromkeys(angles))
+
+
+def _unrotate(points: np.ndarray, k: int, height: int, width: int) -> np.ndarray:
+    """Points found in ``np.rot90(image, k)`` → the image's frame (continuous pixel coordinates)."""
+    x, y = points[..., 0], points[..., 1]
+    k %= 4
+    if k == 1:
+        x, y = width - y, x
+    elif k == 2:
+        x, y = width - x, height - y
+    elif k == 3:
+        x, y = y, height - x
+    return np.stack([x, y], axis=-1)
+
+
+def unrotate_detections(dets: Detections, k: int, shape: Sequence[int]) -> Detections:
+    """Map detections of ``np.rot90(image, k)`` back to ``image`` (of shape ``shape``).
+
+    Boxes become the axis-aligned boxes of the mapped corners; keypoints keep their order (the
+    subject's eyes stay the subject's eyes, so aligning on them turns the face upright).
+    """
+    if len(dets) == 0:
+        return dets
+    h, w = int(shape[0]), int(shape[1])
+    b = dets.boxes.astype(np.float64)
+    corners = _unrotate(np.stack([b[:, :2], b[:, 2:]], axis=1), k, h, w)
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    kps = None if dets.kps is None else _unrotate(dets.kps.astype(np.float64), k, h, w)
+    return Detections(boxes, dets.scores, kps)
+
+
 class Detector(abc.ABC):
     """Base class of facelab's face detectors.
 
@@ -113,6 +193,9 @@ class Detector(abc.ABC):
     #: Default thresholds.
     default_det_thresh: ClassVar[float] = 0.5
     default_nms_thresh: ClassVar[float] = 0.4
+    #: Quarter turns retried on images where nothing is found (:func:`parse_rotations`; the
+    #: ``rotations`` option of :class:`DetectionRunner`, ``det_options={"rotations": "auto"}``).
+    rotations: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -232,10 +315,29 @@ class Detector(abc.ABC):
         results: list[Detections] = []
         for start in range(0, len(loaded), self.max_batch):
             chunk = loaded[start : start + self.max_batch]
-            for img, dets in zip(chunk, self._detect_images(chunk)):
+            found = self._detect_images(chunk)
+            if self.rotations:
+                found = self._retry_rotated(chunk, found)
+            for img, dets in zip(chunk, found):
                 keep = select_max_num(dets.boxes, img.shape, max_num, metric)
                 results.append(dets if len(keep) == len(dets) else dets.select(keep))
         return results
+
+    def _retry_rotated(self, images: list[np.ndarray], found: list[Detections]) -> list[Detections]:
+        """For images without a face, the best of :attr:`rotations` (highest top score), mapped back."""
+        empty = [i for i, d in enumerate(found) if len(d) == 0]
+        if not empty:
+            return found
+        found = list(found)
+        best: dict[int, tuple[float, Detections]] = {}
+        for k in self.rotations:
+            turned = [np.ascontiguousarray(np.rot90(images[i], k)) for i in empty]
+            for i, dets in zip(empty, self._detect_images(turned)):
+                if len(dets) and (i not in best or float(dets.scores.max()) > best[i][0]):
+                    best[i] = (float(dets.scores.max()), unrotate_detections(dets, k, images[i].shape))
+        for i, (_, dets) in best.items():
+            found[i] = dets
+        return found
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._label}, det_thresh={self.det_thresh}, nms_thresh={self.nms_thresh})"
@@ -312,11 +414,14 @@ class DetectionRunner:
         """
         import facelab.detection  # noqa: F401  (registers every architecture)
 
+        module = ARCH_MODULES.get(card.arch)
+        if module is not None and card.arch not in DETECTORS:
+            importlib.import_module(module)  # registers the class (kept out of the import graph)
         if card.arch not in DETECTORS:
             raise ModelError(
                 f"model card {card.name!r}: no detector for architecture {card.arch!r}; known: {DETECTORS.names()}"
             )
-        module = ARCH_MODULES.get(card.arch)
-        if module is not None and card.arch not in DETECTORS:
-            importlib.import_module(module)  # registers the class (kept out of the import graph)
-        return DETECTORS.get(card.arch).from_card(card, path, runtime, **overrides)
+        rotations = parse_rotations(overrides.pop("rotations", None))
+        detector = DETECTORS.get(card.arch).from_card(card, path, runtime, **overrides)
+        detector.rotations = rotations
+        return detector

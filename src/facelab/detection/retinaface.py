@@ -104,7 +104,7 @@ class RetinaFace(Detector):
 
     Args:
         session: an ONNX Runtime session of a RetinaFace model.
-        det_size: ``(width, height)`` canvas the image is letterboxed onto (default ``(640, 640)``);
+        det_size: ``(width, height)`` canvas the image is letterboxed onto (default and ``"auto"``: ``(640, 640)``);
             ``None`` runs each image at its own size (batches then loop). A model with a fixed
             input size always uses its own size.
         det_thresh: score threshold (default 0.5).
@@ -167,6 +167,8 @@ class RetinaFace(Detector):
         self.variances = (float(variances[0]), float(variances[1]))
         if len(self.min_sizes) != len(self.steps):
             raise ConfigError("RetinaFace: min_sizes and steps need one entry per level")
+        if isinstance(det_size, str) and det_size.strip().lower() == "auto":
+            det_size = (640, 640)  # "auto": this detector's own default canvas
         self.det_size: tuple[int, int] | None = self._single_det_size(det_size)
         if layout == "priorbox":
             names = [o.name for o in session.outputs]

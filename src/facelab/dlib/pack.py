@@ -1,6 +1,9 @@
-"""The ``open`` model pack: dlib's CC0 face models (detector, 5 points, 128-d recogniser) on ONNX Runtime.
+"""The ``open`` model pack: MTCNN (MIT) fused with dlib's MMOD, dlib's 5 points and 128-d recogniser (CC0).
 
-The weights come from the PyPI package ``face-recognition-models==0.3.0`` (data only, CC0;
+The detector is :class:`facelab.mtcnn.fused.MTCNNWithMMOD`: MTCNN's P/R/O-Net from the PyPI
+package ``mtcnn==1.0.0`` (ipazc/mtcnn, MIT; converted by :mod:`facelab.mtcnn.convert`) and dlib's
+MMOD, five ArcFace-order keypoints (O-Net's) for every face. The dlib weights come from the PyPI
+package ``face-recognition-models==0.3.0`` (data only, CC0;
 the models are Davis King's, trained for dlib): ``mmod_human_face_detector.dat``,
 ``shape_predictor_5_face_landmarks.dat`` and ``dlib_face_recognition_resnet_model_v1.dat``.
 The two networks are converted to ONNX by :func:`facelab.dlib.convert.convert_cached` (cached
@@ -10,8 +13,9 @@ data, iBUG 300-W, is not for commercial use).
 
 Runners (the pipeline's protocol, see :mod:`facelab.pipeline`):
 
-* detection: :class:`facelab.dlib.mmod.DlibMMOD` (arch ``"dlib_mmod"`` in
-  :data:`facelab.detection.base.DETECTORS`); boxes only, no keypoints.
+* detection: :class:`facelab.mtcnn.fused.MTCNNWithMMOD` (arch ``"mtcnn_mmod"`` in
+  :data:`facelab.detection.base.DETECTORS`; :func:`open_face_detector`), boxes and five keypoints;
+  :func:`open_detector` is its MMOD part alone (:class:`facelab.dlib.mmod.DlibMMOD`, boxes only).
 * ``landmark_5``: :class:`DlibLandmark5` (arch ``"dlib_shape_5"``), dlib's 5 points per box.
 * ``recognition``: :class:`DlibResNetRecognizer` (arch ``"dlib_resnet"``): shape predictor →
   dlib's 150x150 chip (``get_face_chip_details(shape, 150, 0.25)``) → ResNet → 128-d
@@ -24,7 +28,8 @@ of the nose (subnasale). :func:`dlib5_to_facelab` derives what it can in
 eye corners (close to, not exactly, the pupil centres InsightFace's detectors give); ``NOSE`` =
 dlib's nose base, which lies *below* the nose tip InsightFace uses (so it is only approximate);
 ``LEFT_MOUTH`` / ``RIGHT_MOUTH`` cannot be derived (NaN). Because two of five points are
-missing, dlib's points are never put into ``Detections.kps``/``Face.kps``; the landmark runner
+missing, dlib's points are never put into ``Detections.kps``/``Face.kps`` (which hold the
+detector's O-Net points); the landmark runner
 reports them as ``Face.attributes["dlib_shape_5"]`` (``(5, 2)``, dlib order) and
 ``Face.attributes["eyes_nose_from_dlib"]`` (``(3, 2)``: ``LEFT_EYE``, ``RIGHT_EYE``, ``NOSE`` as
 derived above; JSON-safe, no NaN).
@@ -77,6 +82,9 @@ __all__ = [
     "DLIB_BOX_MAPPINGS",
     "dlib_box_mapping_for",
     "YUNET_TO_DLIB",
+    "MTCNN_TO_DLIB",
+    "OPEN_MMOD_MODE",
+    "open_face_detector",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -95,32 +103,38 @@ DLIB_SHAPE_5_NAMES = (
 #: dlib's documented rule: same person when the Euclidean distance of raw descriptors is below 0.6.
 THRESHOLD_EUCLIDEAN_DLIB = 0.6
 #: Cosine-similarity threshold equivalent to dlib's rule, calibrated on deepface's master.csv
-#: (300 pairs) with this package's pipeline; see :data:`THRESHOLD_CALIBRATION`.
+#: (300 pairs) with this package's pipeline (re-measured with the v2 MTCNN+MMOD detector); see
+#: :data:`THRESHOLD_CALIBRATION`.
 THRESHOLD_COSINE = 0.923
 #: How :data:`THRESHOLD_COSINE` was obtained (copied into the recogniser card's ``extra``).
 THRESHOLD_CALIBRATION: dict[str, Any] = {
     "dataset": "verification/deepface/master.csv (300 pairs: 38 same, 262 different; 25 images)",
     "pipeline": (
-        "open pack, default (fast) detector mode, largest face per image, 5-point shape predictor, "
-        "dlib chip 150/0.25, ResNet descriptor (facelab 0.x, converter 1)"
+        "open pack v2: MTCNN+MMOD detector (largest face per image), MTCNN_TO_DLIB box mapping, 5-point "
+        "shape predictor, dlib chip 150/0.25, ResNet descriptor (facelab 0.x, dlib converter 1, MTCNN converter 2)"
     ),
     "method": (
         "dlib's rule ||a - b|| < 0.6 on raw descriptors becomes a cosine threshold through "
         "||a - b||^2 = |a|^2 + |b|^2 - 2|a||b|cos: with the mean squared descriptor norm m measured on "
-        "the 25 images (m = 2.351, |a| = 1.53 +- 0.08), cos >= 1 - 0.36 / (2 m) = 0.9234, rounded to 0.923"
+        "the 25 images (m = 2.348), cos >= 1 - 0.36 / (2 m) = 0.9233, rounded to 0.923"
     ),
     "accuracy_euclidean_0.6": 0.9967,
     "accuracy_cosine_0.923": 1.0,
-    "perfect_cosine_interval": [0.9184, 0.9271],
+    "perfect_cosine_interval": [0.9197, 0.9261],
     "note": (
-        "0.923 lies inside the interval of cosine thresholds that classify all 300 pairs correctly; "
-        "the Euclidean rule misses one same-person pair (distance 0.602). dlib's own pipeline: 0.9967."
+        "Re-measured with the v2 detector (issue 8): the chips changed with the boxes, 0.923 still classifies "
+        "all 300 pairs correctly (v1, dlib MMOD boxes: interval [0.9184, 0.9271], m = 2.351); the Euclidean "
+        "rule misses one same-person pair. dlib's own pipeline: 0.9967."
     ),
 }
 
 _SOURCE = "face-recognition-models 0.3.0 (PyPI, CC0); models by Davis E. King for dlib"
 _SOURCE_URL = "https://pypi.org/project/face-recognition-models/0.3.0/"
 _LICENSE = "CC0-1.0"
+_MTCNN_SOURCE_URL = "https://pypi.org/project/mtcnn/1.0.0/"
+#: The MMOD mode inside the open pack's fused detector: longer side at 512 px (faces from about a
+#: sixth of the photo's longer side up: the large, masked and turned faces MTCNN's cascade rejects).
+OPEN_MMOD_MODE: dict[str, Any] = {"max_side": 512}
 
 
 def dlib5_to_facelab(shapes: np.ndarray) -> np.ndarray:
@@ -259,6 +273,24 @@ YUNET_TO_DLIB = DLIB_BOX_MAPPINGS.register("yunet")(
         note="YuNet 2026may -> dlib MMOD, fitted on 29 dlib reference faces (see facelab.dlib.pack)",
     )
 )
+
+
+#: MTCNN (``facelab.mtcnn``, the open pack's default detector, with its open-pack options) → dlib
+#: MMOD boxes, fitted (mean of per-face ratios) on the 31 faces of the dlib reference images, all
+#: found by MTCNN. Shape-predictor error against dlib's reference shapes (mean distance /
+#: inter-eye distance): raw MTCNN boxes 0.0233 mean / 0.083 max; mapped 0.0133 / 0.051 (two folds
+#: fitted on alternate faces and evaluated on the others: 0.0126 and 0.0105). The fused detector
+#: (``"mtcnn_mmod"``) gives MTCNN-like boxes for every face, so it uses the same mapping.
+MTCNN_TO_DLIB = DLIB_BOX_MAPPINGS.register("mtcnn")(
+    BoxMapping(
+        dx=-0.051,
+        dy=0.007,
+        sw=1.119,
+        sh=0.852,
+        note="MTCNN (mtcnn==1.0.0 weights) -> dlib MMOD, fitted on 31 dlib reference faces (see facelab.dlib.pack)",
+    )
+)
+DLIB_BOX_MAPPINGS.register("mtcnn_mmod")(MTCNN_TO_DLIB)
 
 
 def dlib_box_mapping_for(detector_arch: str | None) -> BoxMapping | None:
@@ -519,28 +551,46 @@ def open_pack_card() -> PackCard:
     empty because they are generated locally from the installed data package (whose source
     ``.dat`` hashes the converter's own card records).
     """
+    from facelab.mtcnn.detector import OPEN_PACK_OPTIONS
+    from facelab.mtcnn.fused import FUSED_FILES
     from facelab.zoo.card import FileSpec, ModelCard, PackCard
 
     geometry = MMODGeometry()
+    mtcnn_options = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(OPEN_PACK_OPTIONS).items()
+    }
     detector = ModelCard(
-        name="dlib_mmod.face_v1",
+        name="mtcnn_mmod.open_v2",
         task="detection",
-        arch="dlib_mmod",
-        files=(FileSpec("mmod_human_face_detector.onnx"),),
-        license=_LICENSE,
-        urls=(_SOURCE_URL,),
+        arch="mtcnn_mmod",
+        files=tuple(FileSpec(name) for name in FUSED_FILES),
+        license="MIT AND CC0-1.0",
+        urls=(_MTCNN_SOURCE_URL, _SOURCE_URL),
         color_order="RGB",
-        mean=geometry.avg_rgb,
-        std=(256.0, 256.0, 256.0),
-        source_url=_SOURCE_URL,
-        paper="D. E. King, Max-Margin Object Detection, arXiv:1502.00046 (2015)",
-        notes=(
-            f"{_SOURCE}. Converted from mmod_human_face_detector.dat by facelab.dlib.convert. "
-            "Scores are dlib's raw confidences (> 0 = face at dlib's default threshold). Default mode: "
-            "image resized so its longer side is 1024 px (at most 2x up), full 5/6 pyramid, one network run; "
-            "mode='dlib' reproduces dlib's cnn_face_detection_model_v1(img, 1)."
+        mean=(127.5, 127.5, 127.5),
+        std=(128.0, 128.0, 128.0),
+        source_url=_MTCNN_SOURCE_URL,
+        paper=(
+            "K. Zhang et al., Joint Face Detection and Alignment using Multi-task Cascaded CNNs, SPL 2016; "
+            "D. E. King, Max-Margin Object Detection, arXiv:1502.00046 (2015)"
         ),
-        extra={"mmod": geometry.to_dict(), "det_thresh": 0.0, "source_file": "mmod_human_face_detector.dat"},
+        notes=(
+            "MTCNN (P/R/O-Net from the PyPI package mtcnn==1.0.0, ipazc/mtcnn, MIT; converted by "
+            "facelab.mtcnn.convert) fused with dlib's MMOD (" + _SOURCE + ", converted by facelab.dlib.convert; "
+            "run at 512 px on the longer side, for large, masked or turned faces) under one NMS; O-Net verifies "
+            "MMOD-only faces and gives every face five keypoints (facelab.mtcnn.fused). Scores are O-Net face "
+            "probabilities. det_options: mmod=False (MTCNN alone), mode='fast'/'dlib'/MMODMode (the MMOD part), "
+            "min_face, det_thresh, closeup, rotations='auto'."
+        ),
+        extra={
+            "mtcnn": mtcnn_options,
+            "mmod_mode": dict(OPEN_MMOD_MODE),
+            "mmod": geometry.to_dict(),
+            "verify_thresh": 0.5,
+            "det_thresh": OPEN_PACK_OPTIONS.thresholds[2],
+            "source_files": ["pnet.lz4", "rnet.lz4", "onet.lz4", "mmod_human_face_detector.dat"],
+            "source_packages": ["mtcnn==1.0.0", "face-recognition-models==0.3.0"],
+        },
     )
     landmarks = ModelCard(
         name="dlib_shape_5.face_v1",
@@ -592,11 +642,12 @@ def open_pack_card() -> PackCard:
     return PackCard(
         name=OPEN_PACK_NAME,
         models=(detector, landmarks, recognizer),
-        license=_LICENSE,
+        license="MIT AND CC0-1.0",
         source_url=_SOURCE_URL,
         notes=(
-            "Offline, commercially usable default: dlib's CC0 models from the face-recognition-models PyPI "
-            "package, converted locally to ONNX (no download). dlib by Davis E. King."
+            "Offline, commercially usable default built from PyPI packages, converted locally to ONNX (no "
+            "download): MTCNN from mtcnn==1.0.0 (MIT, Ivan de Paz Centeno) fused with dlib's MMOD, and dlib's "
+            "5-point shape predictor and ResNet recogniser from face-recognition-models 0.3.0 (CC0, Davis E. King)."
         ),
     )
 
@@ -631,6 +682,7 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
     import shutil
 
     from facelab.dlib.convert import convert_cached, facelab_home
+    from facelab.mtcnn.convert import convert_cached as convert_mtcnn
     from facelab.zoo import ResolvedPack
     from facelab.zoo._hub import cached_sha256
     from facelab.zoo.card import FileSpec
@@ -638,31 +690,9 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
     pack = open_pack_card()
     folder = facelab_home(home) / "models" / OPEN_PACK_NAME
     folder.mkdir(parents=True, exist_ok=True)
-    sources = {
-        "detection": ("mmod_human_face_detector.dat", True),
-        "landmark_5": ("shape_predictor_5_face_landmarks.dat", False),
-        "recognition": ("dlib_face_recognition_resnet_model_v1.dat", True),
-    }
-    models = []
-    for card in pack.models:
-        dat_name, convert = sources[card.task]
-        dat = _bundled(dat_name)
-        if convert:
-            built, conv_card = convert_cached(dat, home)
-            spec = conv_card.files[0]
-            provenance = {
-                k: v for k, v in conv_card.extra.items() if k.startswith("source") or k == "converter_version"
-            }
-            extra = {**card.extra, **provenance}
-            if card.task == "detection":
-                geometry = MMODGeometry.from_card_extra(conv_card.extra, conv_card.mean)
-                if geometry is not None:
-                    extra["mmod"] = geometry.to_dict()
-        else:
-            built = dat
-            spec = FileSpec(dat.name, cached_sha256(dat, home), dat.stat().st_size)
-            extra = dict(card.extra)
-        target = folder / card.files[0].filename
+
+    def place(built: Path, name: str, spec: FileSpec) -> FileSpec:
+        target = folder / name
         if not (
             target.is_file() and target.stat().st_size == spec.size_bytes and cached_sha256(target, home) == spec.sha256
         ):
@@ -673,8 +703,44 @@ def build_open_pack(home: str | os.PathLike | None = None) -> Any:
             except OSError:
                 shutil.copyfile(built, tmp)
             os.replace(tmp, target)
-        final = card.with_overrides(files=(FileSpec(target.name, spec.sha256, spec.size_bytes),), extra=extra)
-        models.append((final, target))
+        return FileSpec(name, spec.sha256, spec.size_bytes)
+
+    def converted(dat_name: str) -> tuple[Path, FileSpec, dict[str, Any], ModelCard]:
+        built, conv_card = convert_cached(_bundled(dat_name), home)
+        provenance = {k: v for k, v in conv_card.extra.items() if k.startswith("source") or k == "converter_version"}
+        return built, conv_card.files[0], provenance, conv_card
+
+    models = []
+    for card in pack.models:
+        if card.task == "detection":
+            mtcnn = convert_mtcnn(home)
+            specs = []
+            provenance: dict[str, Any] = {}
+            for name, path in zip(card.files[:3], mtcnn.paths()):
+                net_card = mtcnn.cards[path.stem.removeprefix("mtcnn_")]
+                spec = FileSpec(**net_card["files"][0])
+                specs.append(place(path, name.filename, spec))
+                provenance[path.stem] = {
+                    k: v for k, v in net_card["extra"].items() if k.startswith("source") or k == "converter_version"
+                }
+            built, spec, mmod_provenance, conv_card = converted("mmod_human_face_detector.dat")
+            specs.append(place(built, card.files[3].filename, spec))
+            provenance["mmod"] = mmod_provenance
+            extra = {**card.extra, "provenance": provenance}
+            geometry = MMODGeometry.from_card_extra(conv_card.extra, conv_card.mean)
+            if geometry is not None:
+                extra["mmod"] = geometry.to_dict()
+            models.append((card.with_overrides(files=tuple(specs), extra=extra), folder / specs[0].filename))
+        elif card.task == "recognition":
+            built, spec, provenance, _ = converted("dlib_face_recognition_resnet_model_v1.dat")
+            final = place(built, card.files[0].filename, spec)
+            models.append(
+                (card.with_overrides(files=(final,), extra={**card.extra, **provenance}), folder / final.filename)
+            )
+        else:
+            dat = _bundled("shape_predictor_5_face_landmarks.dat")
+            final = place(dat, card.files[0].filename, FileSpec(dat.name, cached_sha256(dat, home), dat.stat().st_size))
+            models.append((card.with_overrides(files=(final,)), folder / final.filename))
     models.sort(key=lambda item: item[0].task != "detection")
     return ResolvedPack(OPEN_PACK_NAME, folder, models, card=pack, source="built")
 
@@ -694,7 +760,9 @@ def open_detector(
     home: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> DlibMMOD:
-    """The open pack's face detector (dlib MMOD on ONNX Runtime).
+    """The open pack's dlib MMOD detector alone (on ONNX Runtime; boxes only).
+
+    The pack's default detector is :func:`open_face_detector` (MTCNN fused with this one).
 
     Args:
         mode: ``"fast"`` (default; :data:`facelab.dlib.mmod.FAST_MODE`), ``"dlib"``
@@ -704,8 +772,33 @@ def open_detector(
         home: facelab home for the converted files.
         **kwargs: :class:`~facelab.dlib.mmod.DlibMMOD` options (``det_thresh``, ...).
     """
+    from facelab.runtime.session import create_session
+
     card, path = _member("detection", home)
-    return DlibMMOD.from_card(card, path, runtime, mode=mode, **kwargs)
+    mmod_path = path.with_name(card.files[-1].filename)
+    geometry = MMODGeometry.from_card_extra(card.extra) or MMODGeometry()
+    kwargs.pop("det_size", None)
+    return DlibMMOD(create_session(mmod_path, runtime), geometry=geometry, mode=mode, **kwargs)
+
+
+def open_face_detector(
+    runtime: RuntimeOptions | None = None, *, home: str | os.PathLike | None = None, **options: Any
+) -> Any:
+    """The open pack's default detector: MTCNN + MMOD fused, five keypoints per face.
+
+    Args:
+        runtime: ONNX Runtime providers and threads.
+        home: facelab home for the converted files.
+        **options: ``det_options`` of :class:`facelab.mtcnn.fused.MTCNNWithMMOD` (``mmod=False``,
+            ``min_face``, ``det_thresh``, ...).
+
+    Returns:
+        A :class:`facelab.mtcnn.fused.MTCNNWithMMOD`.
+    """
+    from facelab.mtcnn.fused import MTCNNWithMMOD
+
+    card, path = _member("detection", home)
+    return MTCNNWithMMOD.from_card(card, path, runtime, **options)
 
 
 def open_landmarker(*, home: str | os.PathLike | None = None) -> DlibLandmark5:
