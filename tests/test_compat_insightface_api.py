@@ -441,8 +441,10 @@ def test_open_pack_through_the_same_api(env, t1: np.ndarray, monkeypatch) -> Non
     assert set(app.models) == {"detection", "landmark_5", "recognition"}
     assert len(faces) == len(reference) == 1
     for face, ref in zip(faces, reference):
-        assert list(face)[:3] == ["bbox", "kps", "det_score"] and face.kps is None  # dlib gives no 5-point kps
+        assert list(face)[:3] == ["bbox", "kps", "det_score"]
         np.testing.assert_allclose(face.bbox, ref.bbox, atol=1e-4)
+        assert face.kps.shape == (5, 2)  # the open pack's MTCNN gives ArcFace-order keypoints
+        np.testing.assert_allclose(face.kps, ref.kps, atol=1e-4)
         assert face.embedding.shape == (128,) and face.normed_embedding.dtype == np.float32
         np.testing.assert_allclose(face.embedding, ref.embedding, atol=1e-5)
         assert face.dlib_shape_5.shape == (5, 2)

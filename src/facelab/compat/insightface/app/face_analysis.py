@@ -177,23 +177,25 @@ class FaceAnalysis:
             "FaceAnalysis(%s): %s", resolved.name, {t: Path(m.model_file).name for t, m in self.models.items()}
         )
 
-    def prepare(self, ctx_id: int = 0, det_thresh: float = 0.5, det_size: Any = None) -> None:
+    def prepare(self, ctx_id: int = 0, det_thresh: float | None = None, det_size: Any = None) -> None:
         """Set the detector and the device, as InsightFace's ``prepare``.
 
         Args:
             ctx_id: ``< 0`` runs every model on the CPU provider; otherwise the providers given
                 at load time are kept.
-            det_thresh: detection score threshold.
+            det_thresh: detection score threshold; ``None`` keeps the detector's own (0.5 for
+                SCRFD, InsightFace's default; the open pack's MTCNN keeps its cascade's thresholds).
             det_size: ``(width, height)``, a list of sizes merged by one NMS, or ``None`` /
-                ``(0, 0)`` for Auto (128 x 128 and 640 x 640).
+                ``(0, 0)`` for Auto (128 x 128 and 640 x 640 for SCRFD; the open pack's own pyramid).
         """
-        self.det_thresh = det_thresh
-        if _is_auto(det_size):
-            det_size = list(DEFAULT_DET_SIZES)
-        self.det_size = det_size
+        self.det_thresh = 0.5 if det_thresh is None else det_thresh
+        auto = _is_auto(det_size)
+        # InsightFace records Auto as its two sizes; the detector gets "auto" = its own default,
+        # which for SCRFD is those sizes and for the open pack's MTCNN its image pyramid.
+        self.det_size = list(DEFAULT_DET_SIZES) if auto else det_size
         for taskname, model in self.models.items():
             if taskname == "detection":
-                model.prepare(ctx_id, input_size=det_size, det_thresh=det_thresh)
+                model.prepare(ctx_id, input_size="auto" if auto else det_size, det_thresh=det_thresh)
             else:
                 model.prepare(ctx_id)
         self._sync()

@@ -161,7 +161,9 @@ class SCRFD(Model):
 
 
 def _det_size(value: Any) -> Any:
-    """InsightFace's ``input_size`` as facelab's ``det_size``: ``(0, 0)`` stays Auto, sizes become tuples."""
+    """InsightFace's ``input_size`` as facelab's ``det_size``: ``"auto"`` and ``(0, 0)`` stay Auto; sizes are tuples."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple, np.ndarray)):
