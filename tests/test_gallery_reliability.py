@@ -68,8 +68,8 @@ def test_foreign_and_corrupt_files_give_clear_errors(tmp_path):
 
 def test_newer_schema_is_refused_and_old_schema_is_migrated(tmp_path):
     newer = tmp_path / "newer.db"
-    with Gallery.open(str(newer)):
-        pass
+    with Gallery.open(str(newer)) as g:
+        assert g.store.describe()["page_size"] == 16384  # a new file gets 16 KiB pages
     con = sqlite3.connect(newer)
     con.execute("UPDATE gallery_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     con.commit()

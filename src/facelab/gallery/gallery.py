@@ -259,6 +259,15 @@ class Gallery:
         self.store.set_contract(collection.id, contract)
         return self.store.collection(collection.id)
 
+    def bulk_load(self, collection: str = DEFAULT_COLLECTION) -> Any:
+        """Context for adding many faces at once (PostgreSQL builds its HNSW index once at the end).
+
+        Example:
+            >>> with gallery.bulk_load("photos"):              # doctest: +SKIP
+            ...     load_shards(gallery, "shards/", collection="photos")
+        """
+        return self.store.bulk_load(self.collection(collection).id)
+
     # -- keeping indexes in step ------------------------------------------------------------------
     def committed(self, tx: Transaction, collection_id: int, apply: Callable[[Any], None]) -> None:
         """Apply a committed change to the collection's in-memory index (or drop it to rebuild).
@@ -287,14 +296,16 @@ class Gallery:
         live = self._live.get(collection.id)
         if live is not None and live.revision == self.store.revision(collection.id):
             return live.index
-        arrays, revision = self.store.face_arrays(collection.id)
-        dim = arrays.embeddings.shape[1] or (collection.contract.dim if collection.contract else 0)
+        dim = collection.contract.dim if collection.contract else 1
         options = {"precision": self.precision} if self.index_kind == "exact" else {}
-        index = make_index(self.index_kind, dim or 1, **options)
-        if len(arrays):
-            index.add(arrays.ids, arrays.embeddings, _groups(arrays.person_ids, arrays.ids))
+        if self.index_kind == "exact":
+            options["capacity"] = max(1, self.store.face_count(collection.id))  # no regrowth while loading
+        index = make_index(self.index_kind, dim, **options)
+        count, revision = self.store.vector_chunks(
+            collection.id, lambda ids, vecs, persons: index.add(ids, vecs, _groups(persons, ids))
+        )
         self._live[collection.id] = _Live(index, revision)
-        _logger.info("collection %r: search index built with %d faces", collection.name, len(arrays))
+        _logger.info("collection %r: search index built with %d faces", collection.name, count)
         return index
 
     def faces_added(

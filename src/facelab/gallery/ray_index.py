@@ -305,7 +305,8 @@ def load_shards(
         first = pq.read_table(files[0]).slice(0, 1).to_pylist() if files else []
         if first and coll.contract is None:
             raise ConfigError(f"collection {coll.name!r} has no embedding contract; index into it once first")
-    for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_images):
-            _writer.write(batch.to_pylist())
+    with gallery.store.bulk_load(_writer.coll.id):
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_images):
+                _writer.write(batch.to_pylist())
     return _writer.report

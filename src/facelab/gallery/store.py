@@ -194,6 +194,11 @@ class GalleryStore(RecordsSQL):
         """*Backend*: a :class:`~facelab.errors.GalleryError` for a driver error, or ``None`` to re-raise."""
         return None
 
+    @contextmanager
+    def bulk_load(self, collection_id: int) -> Iterator[None]:
+        """*Backend*: a context in which many faces are added to a collection (PostgreSQL defers its HNSW build)."""
+        yield
+
     def close(self) -> None:
         """Close the connection."""
 
