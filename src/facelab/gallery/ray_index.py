@@ -30,7 +30,7 @@ import numpy as np
 from facelab.errors import ConfigError, ContractMismatchError
 from facelab.gallery.contract import contract_of, contract_of_card
 from facelab.gallery.indexing import IndexProgress, IndexReport, faces_to_new, plan_index, prune_missing, write_batch
-from facelab.gallery.records import NewFace
+from facelab.gallery.records import DEFAULT_COLLECTION, NewFace
 from facelab.gallery.store import ImageWrite, path_bytes
 
 __all__ = ["index_photos_ray", "load_shards", "FaceIndexActor", "ROW_SCHEMA_FIELDS"]
@@ -213,7 +213,7 @@ def index_photos_ray(
     inputs: Sequence[str | os.PathLike],
     analyzer_options: dict[str, Any] | None = None,
     *,
-    collection: str = "default",
+    collection: str = DEFAULT_COLLECTION,
     address: str | None = "auto",
     actors: int = 2,
     cpus_per_actor: float = 1.0,
@@ -287,7 +287,12 @@ def index_photos_ray(
 
 
 def load_shards(
-    gallery: Any, folder: str | os.PathLike, *, collection: str = "default", batch_images: int = 64, _writer: Any = None
+    gallery: Any,
+    folder: str | os.PathLike,
+    *,
+    collection: str = DEFAULT_COLLECTION,
+    batch_images: int = 64,
+    _writer: Any = None,
 ) -> IndexReport:
     """Bulk-load Parquet shards written by :func:`index_photos_ray` (``shards=``) into a collection.
 

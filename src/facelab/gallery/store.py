@@ -31,6 +31,7 @@ import numpy as np
 
 from facelab.errors import ConfigError, GalleryError
 from facelab.gallery._schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION, TYPE_NAMES
+from facelab.gallery._store_persons import PersonsSQL
 from facelab.gallery._store_records import ImageWrite as ImageWrite
 from facelab.gallery._store_records import RecordsSQL
 from facelab.gallery._store_records import path_bytes as path_bytes
@@ -134,7 +135,7 @@ _COLLECTION_COLUMNS = (
 )
 
 
-class GalleryStore(RecordsSQL):
+class GalleryStore(PersonsSQL, RecordsSQL):
     """Base class of every gallery backend (connection handling is the subclass's).
 
     Subclasses implement :meth:`_connect_and_migrate`-style setup in their constructor and the
