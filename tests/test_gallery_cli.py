@@ -39,6 +39,12 @@ def test_people_index_search_and_manage(env, tmp_path, small_photos, capsys):
     code, _, err = run_main(["people", "add", "Bee", p["B13"], p["noface"], "--gallery", g, "--offline"], capsys)
     assert code == 3 and "face_not_found" in err
 
+    copy_photos(p, ["D3"], tmp_path / "known" / "Dee")
+    code, out, err = run_main(
+        ["index", "--people-from-folders", tmp_path / "known", "--gallery", g, "--offline"], capsys
+    )
+    assert code == 0 and "Dee (id 3): 1 face(s) enrolled" in err, err
+
     library = tmp_path / "photos"
     copy_photos(p, ["A4", "B15", "C20", "couple"], library)
     code, out, err = run_main(["index", library, "--gallery", g, "--offline", "--json"], capsys)
@@ -63,7 +69,7 @@ def test_people_index_search_and_manage(env, tmp_path, small_photos, capsys):
 
     code, out, _ = run_main(["people", "list", "--gallery", g, "--json"], capsys)
     people = json.loads(out)
-    assert [(x["name"], x["faces"]) for x in people] == [("Angelina", 2), ("Bee", 1)]
+    assert [(x["name"], x["faces"]) for x in people] == [("Angelina", 2), ("Bee", 1), ("Dee", 1)]
     assert people[0]["metadata"] == {"role": "actor"}
     code, out, _ = run_main(["people", "show", "Angelina", "--gallery", g, "--json"], capsys)
     shown = json.loads(out)
@@ -76,7 +82,7 @@ def test_people_index_search_and_manage(env, tmp_path, small_photos, capsys):
     info = json.loads(out)
     assert info["integrity"] == ["ok"]
     (coll,) = info["collections"]
-    assert (coll["persons"], coll["faces"], coll["images"]) == (1, 8, 4)
+    assert (coll["persons"], coll["faces"], coll["images"]) == (2, 9, 4)
     assert coll["contract"]["dim"] == 128
 
     export = tmp_path / "export"
@@ -87,7 +93,7 @@ def test_people_index_search_and_manage(env, tmp_path, small_photos, capsys):
     code, _, err = run_main(["gallery", "import", export, "--gallery", other, "--rename", "default=family"], capsys)
     assert code == 0, err
     code, out, _ = run_main(["people", "list", "--gallery", other, "--collection", "family", "--json"], capsys)
-    assert [(x["name"], x["faces"]) for x in json.loads(out)] == [("Angelina", 3)]
+    assert [(x["name"], x["faces"]) for x in json.loads(out)] == [("Angelina", 3), ("Dee", 1)]
 
     code, out, _ = run_main(["people", "delete", "Angelina", "--gallery", g, "--json"], capsys)
     assert json.loads(out) == [{"id": people[0]["id"], "name": "Angelina", "faces": 3}]

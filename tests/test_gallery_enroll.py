@@ -154,3 +154,21 @@ def test_people_from_folders_is_resumable(sqlite_gallery, small_photos, analyzer
     third = enroll_folders(g, root, analyzer)
     assert [len(r.face_ids) for r in third] == [1, 0] and third[0].person.id == first[0].person.id
     assert [p.face_count for p in g.persons()] == [3, 1]
+
+
+def test_face_crops_are_kept_only_when_asked(sqlite_gallery, small_photos, analyzer, tmp_path):
+    import cv2
+
+    g = sqlite_gallery
+    plain = g.enroll([small_photos["A1"]], analyzer, name="no crops")
+    assert g.face_crop(plain.face_ids[0]) is None
+    coll = g.create_collection("with crops", save_crops=True)
+    kept = g.enroll([small_photos["B13"]], analyzer, name="B", collection=coll.name)
+    crop = g.face_crop(kept.face_ids[0])
+    image = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
+    assert crop[:2] == b"\xff\xd8" and image.shape == (112, 112, 3)
+    (face,) = g.faces(kept.person.id)
+    assert face.has_crop
+    report = g.index_photos([small_photos["couple"]], analyzer, collection=coll.name)
+    assert report.faces_added == 2
+    assert all(g.face_crop(f) is not None for f in g.face_arrays(coll.name).ids.tolist())

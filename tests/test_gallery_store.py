@@ -327,3 +327,26 @@ def test_images_with_non_utf8_paths_and_export_import(url, backend, tmp_path):
     with pytest.raises(GalleryError, match="not empty"):
         with Gallery.open(url) as g:
             export_gallery(g, tmp_path / "export")
+
+
+def test_postgres_halfvec_index_and_settings(tmp_path):
+    url = gallery_url("postgresql", tmp_path)
+    rng = np.random.default_rng(7)
+    with Gallery.open(url, vector_type="halfvec", m=8, ef_construction=32, ef_search=64) as g:
+        info = g.info()
+        assert info["vector_type"] == "halfvec" and info["hnsw"] == {"m": 8, "ef_construction": 32, "ef_search": 64}
+        coll = _coll(g)
+        people = [g.add_person(f"p{i}") for i in range(20)]
+        vecs = _unit(rng, 200)
+        owners = [people[i % 20].id for i in range(200)]
+        with g.store.transaction():
+            g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
+        (index_def,) = g.store._all("SELECT indexdef FROM pg_indexes WHERE indexname = ?", (f"faces_hnsw_{coll.id}",))
+        assert "halfvec(16)" in index_def[0] and "m='8'" in index_def[0].replace(" ", "")
+        q = vecs[5] + 0.01 * _unit(rng, 1)[0]
+        approx = g.search_embeddings(q, k=3)[0].matches
+        exact = g.search_embeddings(q, k=3, exact=True)[0].matches
+        assert approx[0].person_id == exact[0].person_id == owners[5]
+        assert approx[0].score == pytest.approx(exact[0].score, abs=1e-5)  # scores are FP32 even with a halfvec index
+    with pytest.raises(ConfigError, match="vector_type"):
+        Gallery.open(url, vector_type="bitvec")
