@@ -341,7 +341,10 @@ def test_postgres_halfvec_index_and_settings(tmp_path):
         owners = [people[i % 20].id for i in range(200)]
         with g.store.transaction():
             g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
-        (index_def,) = g.store._all("SELECT indexdef FROM pg_indexes WHERE indexname = ?", (f"faces_hnsw_{coll.id}",))
+        (index_def,) = g.store._all(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = ? AND schemaname = current_schema()",
+            (f"faces_hnsw_{coll.id}",),
+        )
         assert "halfvec(16)" in index_def[0] and "m='8'" in index_def[0].replace(" ", "")
         q = vecs[5] + 0.01 * _unit(rng, 1)[0]
         approx = g.search_embeddings(q, k=3)[0].matches

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,7 @@ class Gallery(SearchMixin):
         self.precision = precision
         self.index_kind = index
         self._live: dict[int, _Live] = {}
+        self._index_lock = threading.RLock()  # the in-memory indexes are shared by the threads using this gallery
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -192,22 +194,27 @@ class Gallery(SearchMixin):
         ``apply(index)`` replays the change; it runs only when the transaction's revision follows
         the index's directly (no other writer in between).
         """
-        live = self._live.get(collection_id)
-        new = tx.revisions.get(collection_id)
-        if live is None or new is None:
-            return
-        if new != live.revision + 1:
-            self._live.pop(collection_id, None)
-            return
-        try:
-            apply(live.index)
-            live.revision = new
-        except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
-            _logger.exception("in-memory index update failed; it will be rebuilt from the store")
-            self._live.pop(collection_id, None)
+        with self._index_lock:
+            live = self._live.get(collection_id)
+            new = tx.revisions.get(collection_id)
+            if live is None or new is None:
+                return
+            if new != live.revision + 1:
+                self._live.pop(collection_id, None)
+                return
+            try:
+                apply(live.index)
+                live.revision = new
+            except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
+                _logger.exception("in-memory index update failed; it will be rebuilt from the store")
+                self._live.pop(collection_id, None)
 
     def index_for(self, collection: Collection) -> Any:
         """The collection's in-memory index, rebuilt from the store when it is behind."""
+        with self._index_lock:
+            return self._index_for(collection)
+
+    def _index_for(self, collection: Collection) -> Any:
         from facelab.gallery.search import make_index
 
         live = self._live.get(collection.id)

@@ -175,19 +175,23 @@ class SearchMixin:
     def _person_hits(self, coll: Collection, queries: np.ndarray, k: int, exact: bool | None):
         if self.search_engine == "database":
             return self.store.search_persons_db(coll.id, coll.contract.dim, queries, k, exact=bool(exact))
-        index = self.index_for(coll)
-        out = []
-        for q in queries:
-            want = k
-            while True:  # unassigned faces are groups of their own (negative); ask for more until k persons
-                hits = index.search_groups(q[None], want)[0]
-                keep = [
-                    (int(g), int(f), float(s)) for g, f, s in zip(hits.groups, hits.vector_ids, hits.scores) if g >= 0
-                ]
-                if len(keep) >= k or len(hits.groups) < want:
-                    break
-                want *= 4
-            out.append(keep[:k])
+        with self._index_lock:
+            index = self.index_for(coll)
+            out: list[list[tuple[int, int, float]]] = [[] for _ in queries]
+            pending, want = list(range(len(queries))), k
+            while pending:  # unassigned faces are groups of their own (negative): widen until k persons
+                again = []
+                for i, hits in zip(pending, index.search_groups(queries[pending], want)):
+                    keep = [
+                        (int(g), int(f), float(s))
+                        for g, f, s in zip(hits.groups, hits.vector_ids, hits.scores)
+                        if g >= 0
+                    ]
+                    if len(keep) >= k or len(hits.groups) < want:
+                        out[i] = keep[:k]
+                    else:
+                        again.append(i)
+                pending, want = again, want * 4
         return out
 
     def search_faces(
@@ -203,16 +207,17 @@ class SearchMixin:
                 coll.id, coll.contract.dim, queries, k, exact=bool(exact), assigned_only=False
             )
             return [[FaceMatch(f, p, s) for f, p, s in hits] for hits in raw]
-        index = self.index_for(coll)
         out = []
-        for hits in index.search(queries, k):
-            groups = index.groups_of(hits.ids) if len(hits.ids) else np.zeros(0, np.int64)
-            out.append(
-                [
-                    FaceMatch(int(f), int(g) if g >= 0 else None, float(s))
-                    for f, g, s in zip(hits.ids, groups, hits.scores)
-                ]
-            )
+        with self._index_lock:
+            index = self.index_for(coll)
+            for hits in index.search(queries, k):
+                groups = index.groups_of(hits.ids) if len(hits.ids) else np.zeros(0, np.int64)
+                out.append(
+                    [
+                        FaceMatch(int(f), int(g) if g >= 0 else None, float(s))
+                        for f, g, s in zip(hits.ids, groups, hits.scores)
+                    ]
+                )
         return out
 
     def search_image(self, image: Any, analyzer: Any, **options: Any) -> list[FaceSearch]:
