@@ -140,11 +140,13 @@ def _contract_from_options(options: dict[str, Any]) -> Any:
     from facelab.pipeline import DEFAULT_PACK
     from facelab.zoo import resolve_pack
 
-    resolved = resolve_pack(options.get("pack") or DEFAULT_PACK, download=options.get("download", True))
+    resolved = resolve_pack(
+        options.get("pack") or DEFAULT_PACK, home=options.get("home"), download=options.get("download", True)
+    )
     member = resolved.model("recognition")
     if member is None:
         raise ConfigError(f"pack {resolved.name!r} has no recognition model; a gallery needs one")
-    return contract_of_card(member[0], member[1])
+    return contract_of_card(member[0], member[1], options.get("home"))
 
 
 class _Writer:
