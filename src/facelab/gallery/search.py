@@ -44,10 +44,11 @@ import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.gallery import _search_select as select
-from facelab.gallery._search_kernels import KERNELS
+from facelab.gallery._search_kernels import BACKENDS, INT8_SCALE, KERNELS, parallel_map, quantize_int8
 from facelab.registry import Registry
 
 __all__ = [
+    "BACKENDS",
     "PRECISIONS",
     "INT8_SCALE",
     "INDEXES",
@@ -63,31 +64,10 @@ _logger = logging.getLogger(__name__)
 
 #: Search precisions of :class:`ExactIndex` (``int8`` is InsightFace Server's ``int8_x736_v1``).
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Scale of the INT8 quantisation (``int8_x736_v1``): ``q = clamp(round_half_away(x * 736), -128, 127)``.
-INT8_SCALE = 736.0
 #: Stored vectors must have an L2 norm within this distance of 1.
 NORM_TOLERANCE = 1e-2
 #: Index kinds for :func:`make_index`; each entry is a class taking ``(dim, **options)``.
 INDEXES: Registry = Registry("search index")
-
-
-def quantize_int8(x: np.ndarray, scale: float = INT8_SCALE) -> np.ndarray:
-    """InsightFace Server's INT8 quantisation, computed in float32.
-
-    Args:
-        x: vectors ``(n, d)`` (any shape) float32, L2-normalised.
-        scale: the scale ``S`` (736 for ``int8_x736_v1``, 1000 for ``int8_x1000_v1``).
-
-    Returns:
-        ``clamp(round_half_away_from_zero(x * S), -128, 127)`` as int8, same shape.
-
-    Example:
-        >>> quantize_int8(np.array([[0.5 / 736, -0.5 / 736, 1.0, -0.01]], np.float32)).tolist()
-        [[1, -1, 127, -7]]
-    """
-    scaled = np.asarray(x, np.float32) * np.float32(scale)
-    rounded = np.trunc(scaled + np.copysign(np.float32(0.5), scaled))
-    return np.clip(rounded, -128, 127).astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -148,19 +128,22 @@ class ExactIndex:
         dim: embedding dimension (e.g. 512).
         precision: one of :data:`PRECISIONS`.
         capacity: rows to allocate up front (grown by doubling when full).
+        backend: score kernel for FP16/INT8 (:data:`BACKENDS`): ``"auto"`` (NumKong's SIMD kernels
+            when ``numkong`` is installed, else NumPy), ``"numkong"`` or ``"numpy"``. FP32 always
+            uses NumPy's BLAS.
 
     Raises:
-        ConfigError: an unknown precision or a non-positive dimension.
+        ConfigError: an unknown precision or backend, or a non-positive dimension.
     """
 
-    def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024) -> None:
+    def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024, backend: str = "auto") -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown search precision {precision!r}; known: {list(PRECISIONS)}")
         self.dim = int(dim)
         self.precision = precision
-        self._kernel = KERNELS.get(precision)(self.dim)
+        self._kernel = KERNELS.get(precision)(self.dim, backend)
         capacity = max(1, int(capacity))
         self._data = np.empty((capacity, self.dim), self._kernel.storage_dtype)
         self._ids = np.empty(capacity, np.int64)
@@ -172,7 +155,12 @@ class ExactIndex:
         return self._n
 
     def __repr__(self) -> str:
-        return f"ExactIndex(dim={self.dim}, precision={self.precision!r}, size={self._n})"
+        return f"ExactIndex(dim={self.dim}, precision={self.precision!r}, size={self._n}, backend={self.backend!r})"
+
+    @property
+    def backend(self) -> str:
+        """The score kernel in use: ``"numpy"`` or ``"numkong"``."""
+        return self._kernel.backend
 
     @property
     def nbytes(self) -> int:
@@ -335,8 +323,9 @@ class ExactIndex:
         data, ids, groups = self._data[:n], self._ids[:n], self._groups[:n]
         step = select.sample_step(n, k)
         results: list[tuple[np.ndarray, np.ndarray]] = []
-        for q0 in range(0, len(queries), self._query_chunks(len(queries))):
-            chunk = queries[q0 : q0 + self._query_chunks(len(queries))]
+        per_pass = self._query_chunks(len(queries))
+        for q0 in range(0, len(queries), per_pass):
+            chunk = queries[q0 : q0 + per_pass]
             prepared = kernel.prepare(chunk)
             q = len(chunk)
             sample = kernel.scores(data[::step], prepared) if step > 1 else kernel.scores(data, prepared)
@@ -344,13 +333,15 @@ class ExactIndex:
                 thresholds = select.group_thresholds(sample, groups[::step], k)
             else:
                 thresholds = select.vector_thresholds(sample, k)
-            parts = []
             if step == 1:
-                parts.append(select.candidates(sample, thresholds, 0))
+                parts = [select.candidates(sample, thresholds, 0)]
             else:
-                for a in range(0, n, select.BLOCK_ROWS):
-                    block = kernel.scores(data[a : a + select.BLOCK_ROWS], prepared)
-                    parts.append(select.candidates(block, thresholds, a))
+
+                def block(a: int, prepared: Any = prepared, thresholds: np.ndarray = thresholds) -> tuple:
+                    scores = kernel.scores(data[a : a + select.BLOCK_ROWS], prepared)
+                    return select.candidates(scores, thresholds, a)
+
+                parts = parallel_map(block, range(0, n, select.BLOCK_ROWS), kernel.parallel)
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
