@@ -55,6 +55,7 @@ __all__ = [
     "VectorHits",
     "GroupHits",
     "ExactIndex",
+    "AnnIndex",
     "make_index",
     "quantize_int8",
     "recall_at_k",
@@ -298,6 +299,15 @@ class ExactIndex:
         """Group of each id ``(n,)`` int64; :class:`ConfigError` for an id not in the index."""
         return self._groups[self._rows(_int_array(ids, "ids"))].copy()
 
+    def contains(self, ids: Any) -> np.ndarray:
+        """Whether each id is in the index ``(n,)`` bool."""
+        return np.array([i in self._row_of for i in _int_array(ids, "ids").tolist()], bool)
+
+    def ids_of_groups(self, groups: Any) -> np.ndarray:
+        """Ids of every vector in the given groups ``(m,)`` int64, ascending."""
+        groups = _int_array(groups, "groups")
+        return np.sort(self._ids[: self._n][np.isin(self._groups[: self._n], groups)])
+
     # ------------------------------------------------------------------ search
 
     def _check_queries(self, queries: Any) -> np.ndarray:
@@ -389,7 +399,7 @@ class ExactIndex:
         ]
 
 
-def make_index(kind: str, dim: int, **options: Any) -> Any:
+def make_index(kind: str, dim: int, **options: Any) -> ExactIndex | AnnIndex:
     """Create a search index by kind (:data:`INDEXES`: ``"exact"``, ``"ann"``).
 
     Args:
@@ -435,3 +445,9 @@ def recall_at_k(approx: Iterable[VectorHits], exact: Iterable[VectorHits], k: in
         truth = set(np.asarray(e.ids)[:k].tolist())
         total += len(truth & set(np.asarray(a.ids)[:k].tolist())) / len(truth) if truth else 1.0
     return total / len(exact)
+
+
+# AnnIndex builds on the names above (its module imports them), so it is imported last.
+from facelab.gallery._search_ann import AnnIndex  # noqa: E402
+
+INDEXES.register("ann")(AnnIndex)
