@@ -231,7 +231,8 @@ class ExactIndex:
             raise ConfigError(f"ids already in the index: {present[:5]} ({len(present)} in all)")
         start = self._n
         self._reserve(start + n)
-        self._data[start : start + n] = self._kernel.encode(vectors)
+        for a in range(0, n, 16384):  # encode in cache-sized blocks: no full-size temporaries
+            self._data[start + a : start + min(n, a + 16384)] = self._kernel.encode(vectors[a : a + 16384])
         self._ids[start : start + n] = ids
         self._groups[start : start + n] = groups
         self._row_of.update(zip(listed, range(start, start + n)))
@@ -323,35 +324,44 @@ class ExactIndex:
             raise ConfigError("queries contain NaN or infinite values")
         return array
 
-    def _query_chunks(self, q: int) -> int:
-        """Queries per pass over the matrix: the score blocks stay ``BLOCK_ROWS × 64`` at most."""
-        return max(1, min(q, 64))
+    def _queries_per_pass(self, q: int) -> int:
+        """Queries per pass over the matrix: 64 at most; FP32 keeps its full score matrix within 256 MB."""
+        if self._kernel.parallel:
+            return max(1, min(q, 64))
+        return max(1, min(q, 64, 2**26 // max(1, self._n)))
 
     def _scan(self, queries: np.ndarray, k: int, by_group: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan."""
+        """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan.
+
+        FP32 (BLAS) scores the whole matrix in one call (a BLAS call per block was 3x slower for
+        one query on a loaded machine) and selects block by block; the SIMD kernels score blocks
+        on the thread pool, each block selecting its own candidates.
+        """
         n, kernel = self._n, self._kernel
         data, ids, groups = self._data[:n], self._ids[:n], self._groups[:n]
         step = select.sample_step(n, k)
+        rows_step = select.BLOCK_ROWS
         results: list[tuple[np.ndarray, np.ndarray]] = []
-        per_pass = self._query_chunks(len(queries))
+        per_pass = self._queries_per_pass(len(queries))
         for q0 in range(0, len(queries), per_pass):
             chunk = queries[q0 : q0 + per_pass]
             prepared = kernel.prepare(chunk)
             q = len(chunk)
-            sample = kernel.scores(data[::step], prepared) if step > 1 else kernel.scores(data, prepared)
+            full = None if kernel.parallel and step > 1 else kernel.scores(data, prepared)
+            sample = full[::step] if full is not None else kernel.scores(data[::step], prepared)
             if by_group:
                 thresholds = select.group_thresholds(sample, groups[::step], k)
             else:
                 thresholds = select.vector_thresholds(sample, k)
-            if step == 1:
-                parts = [select.candidates(sample, thresholds, 0)]
+            if full is not None:
+                parts = [select.candidates(full[a : a + rows_step], thresholds, a) for a in range(0, n, rows_step)]
             else:
 
                 def block(a: int, prepared: Any = prepared, thresholds: np.ndarray = thresholds) -> tuple:
-                    scores = kernel.scores(data[a : a + select.BLOCK_ROWS], prepared)
+                    scores = kernel.scores(data[a : a + rows_step], prepared)
                     return select.candidates(scores, thresholds, a)
 
-                parts = parallel_map(block, range(0, n, select.BLOCK_ROWS), kernel.parallel)
+                parts = parallel_map(block, range(0, n, rows_step), True)
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
