@@ -44,16 +44,18 @@ import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.gallery import _search_select as select
-from facelab.gallery._search_kernels import KERNELS
+from facelab.gallery._search_kernels import BACKENDS, INT8_SCALE, KERNELS, parallel_map, quantize_int8
 from facelab.registry import Registry
 
 __all__ = [
+    "BACKENDS",
     "PRECISIONS",
     "INT8_SCALE",
     "INDEXES",
     "VectorHits",
     "GroupHits",
     "ExactIndex",
+    "AnnIndex",
     "make_index",
     "quantize_int8",
     "recall_at_k",
@@ -63,31 +65,10 @@ _logger = logging.getLogger(__name__)
 
 #: Search precisions of :class:`ExactIndex` (``int8`` is InsightFace Server's ``int8_x736_v1``).
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Scale of the INT8 quantisation (``int8_x736_v1``): ``q = clamp(round_half_away(x * 736), -128, 127)``.
-INT8_SCALE = 736.0
 #: Stored vectors must have an L2 norm within this distance of 1.
 NORM_TOLERANCE = 1e-2
 #: Index kinds for :func:`make_index`; each entry is a class taking ``(dim, **options)``.
 INDEXES: Registry = Registry("search index")
-
-
-def quantize_int8(x: np.ndarray, scale: float = INT8_SCALE) -> np.ndarray:
-    """InsightFace Server's INT8 quantisation, computed in float32.
-
-    Args:
-        x: vectors ``(n, d)`` (any shape) float32, L2-normalised.
-        scale: the scale ``S`` (736 for ``int8_x736_v1``, 1000 for ``int8_x1000_v1``).
-
-    Returns:
-        ``clamp(round_half_away_from_zero(x * S), -128, 127)`` as int8, same shape.
-
-    Example:
-        >>> quantize_int8(np.array([[0.5 / 736, -0.5 / 736, 1.0, -0.01]], np.float32)).tolist()
-        [[1, -1, 127, -7]]
-    """
-    scaled = np.asarray(x, np.float32) * np.float32(scale)
-    rounded = np.trunc(scaled + np.copysign(np.float32(0.5), scaled))
-    return np.clip(rounded, -128, 127).astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -148,19 +129,22 @@ class ExactIndex:
         dim: embedding dimension (e.g. 512).
         precision: one of :data:`PRECISIONS`.
         capacity: rows to allocate up front (grown by doubling when full).
+        backend: score kernel for FP16/INT8 (:data:`BACKENDS`): ``"auto"`` (NumKong's SIMD kernels
+            when ``numkong`` is installed, else NumPy), ``"numkong"`` or ``"numpy"``. FP32 always
+            uses NumPy's BLAS.
 
     Raises:
-        ConfigError: an unknown precision or a non-positive dimension.
+        ConfigError: an unknown precision or backend, or a non-positive dimension.
     """
 
-    def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024) -> None:
+    def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024, backend: str = "auto") -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown search precision {precision!r}; known: {list(PRECISIONS)}")
         self.dim = int(dim)
         self.precision = precision
-        self._kernel = KERNELS.get(precision)(self.dim)
+        self._kernel = KERNELS.get(precision)(self.dim, backend)
         capacity = max(1, int(capacity))
         self._data = np.empty((capacity, self.dim), self._kernel.storage_dtype)
         self._ids = np.empty(capacity, np.int64)
@@ -172,7 +156,12 @@ class ExactIndex:
         return self._n
 
     def __repr__(self) -> str:
-        return f"ExactIndex(dim={self.dim}, precision={self.precision!r}, size={self._n})"
+        return f"ExactIndex(dim={self.dim}, precision={self.precision!r}, size={self._n}, backend={self.backend!r})"
+
+    @property
+    def backend(self) -> str:
+        """The score kernel in use: ``"numpy"`` or ``"numkong"``."""
+        return self._kernel.backend
 
     @property
     def nbytes(self) -> int:
@@ -242,7 +231,8 @@ class ExactIndex:
             raise ConfigError(f"ids already in the index: {present[:5]} ({len(present)} in all)")
         start = self._n
         self._reserve(start + n)
-        self._data[start : start + n] = self._kernel.encode(vectors)
+        for a in range(0, n, 16384):  # encode in cache-sized blocks: no full-size temporaries
+            self._data[start + a : start + min(n, a + 16384)] = self._kernel.encode(vectors[a : a + 16384])
         self._ids[start : start + n] = ids
         self._groups[start : start + n] = groups
         self._row_of.update(zip(listed, range(start, start + n)))
@@ -310,6 +300,15 @@ class ExactIndex:
         """Group of each id ``(n,)`` int64; :class:`ConfigError` for an id not in the index."""
         return self._groups[self._rows(_int_array(ids, "ids"))].copy()
 
+    def contains(self, ids: Any) -> np.ndarray:
+        """Whether each id is in the index ``(n,)`` bool."""
+        return np.array([i in self._row_of for i in _int_array(ids, "ids").tolist()], bool)
+
+    def ids_of_groups(self, groups: Any) -> np.ndarray:
+        """Ids of every vector in the given groups ``(m,)`` int64, ascending."""
+        groups = _int_array(groups, "groups")
+        return np.sort(self._ids[: self._n][np.isin(self._groups[: self._n], groups)])
+
     # ------------------------------------------------------------------ search
 
     def _check_queries(self, queries: Any) -> np.ndarray:
@@ -325,32 +324,44 @@ class ExactIndex:
             raise ConfigError("queries contain NaN or infinite values")
         return array
 
-    def _query_chunks(self, q: int) -> int:
-        """Queries per pass over the matrix: the score blocks stay ``BLOCK_ROWS × 64`` at most."""
-        return max(1, min(q, 64))
+    def _queries_per_pass(self, q: int) -> int:
+        """Queries per pass over the matrix: 64 at most; FP32 keeps its full score matrix within 256 MB."""
+        if self._kernel.parallel:
+            return max(1, min(q, 64))
+        return max(1, min(q, 64, 2**26 // max(1, self._n)))
 
     def _scan(self, queries: np.ndarray, k: int, by_group: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan."""
+        """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan.
+
+        FP32 (BLAS) scores the whole matrix in one call (a BLAS call per block was 3x slower for
+        one query on a loaded machine) and selects block by block; the SIMD kernels score blocks
+        on the thread pool, each block selecting its own candidates.
+        """
         n, kernel = self._n, self._kernel
         data, ids, groups = self._data[:n], self._ids[:n], self._groups[:n]
         step = select.sample_step(n, k)
+        rows_step = select.BLOCK_ROWS
         results: list[tuple[np.ndarray, np.ndarray]] = []
-        for q0 in range(0, len(queries), self._query_chunks(len(queries))):
-            chunk = queries[q0 : q0 + self._query_chunks(len(queries))]
+        per_pass = self._queries_per_pass(len(queries))
+        for q0 in range(0, len(queries), per_pass):
+            chunk = queries[q0 : q0 + per_pass]
             prepared = kernel.prepare(chunk)
             q = len(chunk)
-            sample = kernel.scores(data[::step], prepared) if step > 1 else kernel.scores(data, prepared)
+            full = None if kernel.parallel and step > 1 else kernel.scores(data, prepared)
+            sample = full[::step] if full is not None else kernel.scores(data[::step], prepared)
             if by_group:
                 thresholds = select.group_thresholds(sample, groups[::step], k)
             else:
                 thresholds = select.vector_thresholds(sample, k)
-            parts = []
-            if step == 1:
-                parts.append(select.candidates(sample, thresholds, 0))
+            if full is not None:
+                parts = [select.candidates(full[a : a + rows_step], thresholds, a) for a in range(0, n, rows_step)]
             else:
-                for a in range(0, n, select.BLOCK_ROWS):
-                    block = kernel.scores(data[a : a + select.BLOCK_ROWS], prepared)
-                    parts.append(select.candidates(block, thresholds, a))
+
+                def block(a: int, prepared: Any = prepared, thresholds: np.ndarray = thresholds) -> tuple:
+                    scores = kernel.scores(data[a : a + rows_step], prepared)
+                    return select.candidates(scores, thresholds, a)
+
+                parts = parallel_map(block, range(0, n, rows_step), True)
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
@@ -398,7 +409,7 @@ class ExactIndex:
         ]
 
 
-def make_index(kind: str, dim: int, **options: Any) -> Any:
+def make_index(kind: str, dim: int, **options: Any) -> ExactIndex | AnnIndex:
     """Create a search index by kind (:data:`INDEXES`: ``"exact"``, ``"ann"``).
 
     Args:
@@ -444,3 +455,9 @@ def recall_at_k(approx: Iterable[VectorHits], exact: Iterable[VectorHits], k: in
         truth = set(np.asarray(e.ids)[:k].tolist())
         total += len(truth & set(np.asarray(a.ids)[:k].tolist())) / len(truth) if truth else 1.0
     return total / len(exact)
+
+
+# AnnIndex builds on the names above (its module imports them), so it is imported last.
+from facelab.gallery._search_ann import AnnIndex  # noqa: E402
+
+INDEXES.register("ann")(AnnIndex)
