@@ -353,3 +353,24 @@ def test_postgres_halfvec_index_and_settings(tmp_path):
         assert approx[0].score == pytest.approx(exact[0].score, abs=1e-5)  # scores are FP32 even with a halfvec index
     with pytest.raises(ConfigError, match="vector_type"):
         Gallery.open(url, vector_type="bitvec")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_in_memory_precisions_agree_with_fp32(tmp_path, precision):
+    rng = np.random.default_rng(8)
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    with Gallery.open(url) as g:
+        coll = _coll(g)
+        people = [g.add_person(f"p{i}") for i in range(40)]
+        vecs = _unit(rng, 400)
+        owners = [people[i % 40].id for i in range(400)]
+        with g.store.transaction():
+            g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
+        queries = vecs[:20] + 0.3 * _unit(rng, 20)
+        exact = g.search_embeddings(queries, k=3)
+    with Gallery.open(url, precision=precision) as g:
+        assert g.index_for(g.collection()).precision == precision
+        got = g.search_embeddings(queries, k=3)
+    for a, b in zip(exact, got):
+        assert a.matches[0].person_id == b.matches[0].person_id
+        assert b.matches[0].score == pytest.approx(a.matches[0].score, abs=0.02)
