@@ -360,13 +360,14 @@ def test_in_memory_precisions_agree_with_fp32(tmp_path, precision):
     rng = np.random.default_rng(8)
     url = f"sqlite:///{tmp_path / 'g.db'}"
     with Gallery.open(url) as g:
-        coll = _coll(g)
+        # 512-d like real embeddings: INT8 x736 clips components above 127/736, which 16-d unit vectors reach.
+        coll = _coll(g, contract=EmbeddingContract("rec512.synthetic", "ef" * 32, "facelab-pre-1/test", 512))
         people = [g.add_person(f"p{i}") for i in range(40)]
-        vecs = _unit(rng, 400)
+        vecs = _unit(rng, 400, 512)
         owners = [people[i % 40].id for i in range(400)]
         with g.store.transaction():
             g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
-        queries = vecs[:20] + 0.3 * _unit(rng, 20)
+        queries = vecs[:20] + 0.5 * _unit(rng, 20, 512)
         exact = g.search_embeddings(queries, k=3)
     with Gallery.open(url, precision=precision) as g:
         assert g.index_for(g.collection()).precision == precision
