@@ -221,6 +221,11 @@ class Gallery(SearchMixin):
         if live is not None and live.revision == self.store.revision(collection.id):
             return live.index
         dim = collection.contract.dim if collection.contract else 1
+        if self.precision == "int8" and dim < 256:
+            _logger.warning(
+                "collection %r: INT8 (x736) search is calibrated for 512-d embeddings; %d-d unit vectors have "
+                "larger components, some of which clip at 127/736 (use fp16 or fp32)", collection.name, dim,
+            )  # fmt: skip
         options = {"precision": self.precision} if self.index_kind == "exact" else {}
         if self.index_kind == "exact":
             options["capacity"] = max(1, self.store.face_count(collection.id))  # no regrowth while loading
