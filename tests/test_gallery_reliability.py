@@ -85,7 +85,8 @@ def test_newer_schema_is_refused_and_old_schema_is_migrated(tmp_path):
         "INSERT INTO gallery_meta VALUES (?, ?)", [("application", "facelab-gallery"), ("schema_version", "1")]
     )
     for statement in MIGRATIONS[1]:
-        con.execute(statement.format(**types))
+        if isinstance(statement, str):
+            con.execute(statement.format(**types))
     con.execute("INSERT INTO collections (name, metadata, created_at, updated_at) VALUES ('default', '{}', 0, 0)")
     con.execute(
         "INSERT INTO persons (collection_id, name, metadata, created_at, updated_at) "

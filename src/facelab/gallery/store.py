@@ -315,6 +315,10 @@ class GalleryStore(PersonsSQL, RecordsSQL):
                     self._x("INSERT INTO gallery_meta (key, value) VALUES ('created_at', ?)", (repr(time.time()),))
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[version]:
+                        if isinstance(statement, tuple):
+                            dialect, statement = statement
+                            if dialect != self.dialect:
+                                continue
                         self._x(statement.format(**types))
                     self._x("UPDATE gallery_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
                     _logger.info("%s: gallery schema migrated to version %d", self.url, version)
