@@ -345,6 +345,9 @@ def test_postgres_halfvec_index_and_settings(tmp_path):
             "SELECT indexdef FROM pg_indexes WHERE indexname = ? AND schemaname = current_schema()",
             (f"faces_hnsw_{coll.id}",),
         )
+        storage = g.store._all("SELECT attstorage FROM pg_attribute WHERE attrelid = 'faces'::regclass "
+                               "AND attname = 'embedding'")  # fmt: skip
+        assert storage[0][0] == "m"  # embeddings stay in the row, not in TOAST
         assert "halfvec(16)" in index_def[0] and "m='8'" in index_def[0].replace(" ", "")
         q = vecs[5] + 0.01 * _unit(rng, 1)[0]
         approx = g.search_embeddings(q, k=3)[0].matches
