@@ -81,10 +81,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
         if args.people_from_folders:
             from facelab.gallery.enroll import enroll_folders
 
-            analyzer = _analyzer(args)
+            analyzer = _enrol_analyzer(args)
             results = enroll_folders(
                 gallery, args.people_from_folders, analyzer, collection=args.collection, review=args.review,
-                select="largest" if args.largest else "single",
+                select="largest" if args.largest else "single", is_live=_liveness(args),
             )  # fmt: skip
             for res in results:
                 failed += len(res.rejected)
@@ -125,6 +125,17 @@ def _index_photos(gallery: Any, args: argparse.Namespace, analyzer: Any) -> Any:
         )  # fmt: skip
     finally:
         close()
+
+
+def _enrol_analyzer(args: argparse.Namespace) -> Any:
+    """The analyser for enrolment: with ``--require-live``, every model of the pack plus the liveness models."""
+    return _analyzer(args, ["all", "liveness"] if args.require_live else None)
+
+
+def _liveness(args: argparse.Namespace) -> Any:
+    from facelab.gallery.enroll import analyzer_liveness
+
+    return analyzer_liveness if args.require_live else None
 
 
 def _report_enrolment(res: Any) -> None:
@@ -205,7 +216,7 @@ def _cmd_people_add(args: argparse.Namespace) -> int:
         if args.save_crops:
             coll = gallery.collection(args.collection, create=True)
             gallery.store.update_collection(coll.id, save_crops=True)
-        analyzer = _analyzer(args)
+        analyzer = _enrol_analyzer(args)
         coll = gallery.collection(args.collection, create=True)
         existing = gallery.store.persons(coll.id, name=args.name, kind="named")
         if args.new or not existing:
@@ -217,7 +228,7 @@ def _cmd_people_add(args: argparse.Namespace) -> int:
                               "use --new or `facelab people rename`")  # fmt: skip
         res = gallery.enroll(
             paths, analyzer, collection=args.collection, review=args.review,
-            select="largest" if args.largest else "single", **target,
+            select="largest" if args.largest else "single", is_live=_liveness(args), **target,
         )  # fmt: skip
     if args.json:
         _print_json(res.to_dict())
@@ -398,6 +409,9 @@ def _enrol_options(p: argparse.ArgumentParser) -> None:
         help="quality review: off, standard (the quality policy, default) or strict (also identity)",
     )
     p.add_argument("--largest", action="store_true", help="enrol the largest face of a photo with several faces")
+    p.add_argument(
+        "--require-live", action="store_true", help="reject faces the liveness models call spoofs (spoof_detected)"
+    )
     p.add_argument("--save-crops", action="store_true", help="keep a 112x112 JPEG crop of each face")
 
 

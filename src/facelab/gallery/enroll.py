@@ -46,6 +46,7 @@ __all__ = [
     "enroll",
     "enroll_folders",
     "face_crop_jpeg",
+    "analyzer_liveness",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -148,6 +149,23 @@ def face_crop_jpeg(image: np.ndarray, bbox: np.ndarray, size: int = CROP_SIZE, q
     crop = cv2.resize(image[iy1:iy2, ix1:ix2], (size, size), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return bytes(data) if ok else None
+
+
+def analyzer_liveness(image: np.ndarray, face: Any) -> bool:
+    """A :data:`LivenessCheck` reading the liveness the analyser computed (``face.liveness.is_live``).
+
+    Use it with an analyser that loads the liveness models (``modules=[..., "liveness"]``).
+
+    Raises:
+        ConfigError: the face carries no liveness result (the analyser has no liveness model).
+    """
+    result = getattr(face, "liveness", None)
+    if result is None:
+        raise ConfigError(
+            "liveness was required, but the analyser computed none: load its liveness models "
+            "(FaceAnalyzer(..., modules=[..., 'liveness']))"
+        )
+    return bool(result.is_live)
 
 
 def _source_name(item: Any, i: int) -> str:
