@@ -172,3 +172,19 @@ def test_face_crops_are_kept_only_when_asked(sqlite_gallery, small_photos, analy
     report = g.index_photos([small_photos["couple"]], analyzer, collection=coll.name)
     assert report.faces_added == 2
     assert all(g.face_crop(f) is not None for f in g.face_arrays(coll.name).ids.tolist())
+
+
+def test_liveness_hook_needs_a_liveness_result(sqlite_gallery, small_photos, analyzer):
+    from types import SimpleNamespace
+
+    from facelab.gallery.enroll import analyzer_liveness
+
+    (face,) = analyzer.analyze(small_photos["A1"])
+    if getattr(face, "liveness", None) is None:  # the open pack alone computes no liveness
+        with pytest.raises(ConfigError, match="liveness"):
+            sqlite_gallery.enroll([small_photos["A1"]], analyzer, name="A", is_live=analyzer_liveness)
+        assert sqlite_gallery.collections() == [] or sqlite_gallery.persons() == []
+    face.liveness = SimpleNamespace(is_live=False)
+    assert analyzer_liveness(None, face) is False
+    face.liveness = SimpleNamespace(is_live=True)
+    assert analyzer_liveness(None, face) is True
