@@ -8,8 +8,8 @@ step (it is rebuilt from the store, never the other way round).
 Precisions (:data:`PRECISIONS`) follow InsightFace Server 0.2's search profiles:
 
 * ``"fp32"``: the embeddings as they are, 4 bytes per dimension; scores are float32 dot products.
-* ``"fp16"``: rows stored as IEEE half floats, 2 bytes per dimension; scores are the float32 dot
-  of the half-precision row with the float32 query.
+* ``"fp16"``: rows stored as IEEE half floats, 2 bytes per dimension; scores are the dot of the
+  half-precision row with the query rounded to half precision, accumulated in float32.
 * ``"int8"`` (the Server's ``int8_x736_v1``): rows and queries quantised by :func:`quantize_int8`
   (scale :data:`INT8_SCALE`), 1 byte per dimension; score = ``int32 dot / scale²``; ordering uses
   that unclipped score, returned scores are clamped to ``[-1, 1]``; no re-ranking.
@@ -19,7 +19,12 @@ the group's max wins; groups order by score descending, then group id ascending.
 
 Storage is one contiguous matrix with spare capacity (doubled when full) and swap-with-last
 deletion, so adding and removing never copy the whole matrix each time, and a query reads the
-rows in place.
+rows in place. FP32 is scored by NumPy's BLAS, FP16 and INT8 by NumKong's SIMD kernels (extra
+``facelab[search]``; see :mod:`facelab.gallery._search_kernels` for what was measured against ONNX
+Runtime's integer MatMul). Top-k selection is exact and costs a few percent of the scan
+(:mod:`facelab.gallery._search_select`). Searches may run from several threads at once; a
+mutation must not run concurrently with anything else on the same index (the store serialises
+them).
 
 Example:
     >>> import numpy as np
@@ -415,7 +420,9 @@ def make_index(kind: str, dim: int, **options: Any) -> ExactIndex | AnnIndex:
     Args:
         kind: the index kind.
         dim: embedding dimension.
-        **options: passed to the index class (e.g. ``precision="int8"`` for ``"exact"``).
+        **options: passed to the index class: ``precision``, ``capacity``, ``backend`` for
+            ``"exact"`` (:class:`ExactIndex`); ``precision``, ``connectivity``, ``expansion_add``,
+            ``expansion_search``, ``group_oversample``, ``threads`` for ``"ann"`` (:class:`AnnIndex`).
 
     Raises:
         ConfigError: an unknown kind or option.
