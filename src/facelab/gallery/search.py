@@ -182,9 +182,9 @@ class ExactIndex:
         if array.dtype.kind not in "fiu":
             raise ConfigError(f"vectors must be floating point, got dtype {array.dtype}")
         array = np.ascontiguousarray(array, np.float32)
-        if not np.isfinite(array).all():
-            raise ConfigError("vectors contain NaN or infinite values")
-        norms = np.sqrt(np.einsum("ij,ij->i", array, array))
+        norms = np.sqrt(np.einsum("ij,ij->i", array, array))  # a NaN or infinite entry makes its norm so
+        if not np.isfinite(norms).all():
+            raise ConfigError("vectors contain NaN or infinite values (or values too large to square)")
         bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
         if bad.size:
             raise ConfigError(
