@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -358,21 +359,26 @@ class ExactIndex:
                 thresholds = select.group_thresholds(sample, groups[::step], k)
             else:
                 thresholds = select.vector_thresholds(sample, k)
-            if full is not None:
-                parts = [select.candidates(full[a : a + rows_step], thresholds, a) for a in range(0, n, rows_step)]
-            else:
+            # every row passes a lowest threshold: keep one candidate per group and block then
+            dedupe = by_group and bool(np.any(thresholds == select.lowest(thresholds.dtype)))
 
-                def block(a: int, prepared: Any = prepared, thresholds: np.ndarray = thresholds) -> tuple:
-                    scores = kernel.scores(data[a : a + rows_step], prepared)
-                    return select.candidates(scores, thresholds, a)
-
-                parts = parallel_map(block, range(0, n, rows_step), True)
+            block = functools.partial(self._block, full=full, prepared=prepared, thresholds=thresholds, dedupe=dedupe)
+            parts = parallel_map(block, range(0, n, rows_step), full is None)
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
             else:
                 results.extend(select.top_vectors(rows, cols, values, ids, q, k))
         return results
+
+    def _block(
+        self, a: int, full: np.ndarray | None, prepared: Any, thresholds: np.ndarray, dedupe: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of rows ``a : a + BLOCK_ROWS``, scored now unless ``full`` holds every score."""
+        end = min(self._n, a + select.BLOCK_ROWS)
+        scores = full[a:end] if full is not None else self._kernel.scores(self._data[a:end], prepared)
+        found = select.candidates(scores, thresholds, a)
+        return select.best_per_group(*found, self._ids[: self._n], self._groups[: self._n]) if dedupe else found
 
     def search(self, queries: Any, k: int) -> list[VectorHits]:
         """Top-k vectors per query, best first (fewer when the index holds fewer than ``k``).
