@@ -340,8 +340,8 @@ class ExactIndex:
         """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan.
 
         FP32 (BLAS) scores the whole matrix in one call (a BLAS call per block was 3x slower for
-        one query on a loaded machine) and selects block by block; the SIMD kernels score blocks
-        on the thread pool, each block selecting its own candidates.
+        one query on a loaded machine), then selects block by block on the thread pool; the SIMD
+        kernels score blocks on the thread pool, each block selecting its own candidates.
         """
         n, kernel = self._n, self._kernel
         data, ids, groups = self._data[:n], self._ids[:n], self._groups[:n]
@@ -363,7 +363,7 @@ class ExactIndex:
             dedupe = by_group and bool(np.any(thresholds == select.lowest(thresholds.dtype)))
 
             block = functools.partial(self._block, full=full, prepared=prepared, thresholds=thresholds, dedupe=dedupe)
-            parts = parallel_map(block, range(0, n, rows_step), full is None)
+            parts = parallel_map(block, range(0, n, rows_step), True)  # NumPy's selection releases the GIL too
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
