@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import numpy as np
 import pytest
 
@@ -164,3 +167,19 @@ def test_bad_backend_and_too_many_dimensions() -> None:
     with pytest.raises(ConfigError, match="dimensions"):
         ExactIndex(200_000, precision="int8")
     assert quantize_int8(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_missing_extras_are_named(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from facelab.gallery import _search_kernels
+    from facelab.gallery.search import AnnIndex
+
+    monkeypatch.setitem(sys.modules, "numkong", None)  # as if the package were not installed
+    monkeypatch.setattr(_search_kernels, "_warned", False)
+    with pytest.raises(ConfigError, match=r"facelab\[search\]"):
+        ExactIndex(8, precision="int8", backend="numkong")
+    with caplog.at_level(logging.WARNING, logger="facelab.gallery._search_kernels"):
+        index = ExactIndex(8, precision="fp16")
+    assert index.backend == "numpy" and "facelab[search]" in caplog.text
+    monkeypatch.setitem(sys.modules, "usearch.index", None)
+    with pytest.raises(ConfigError, match=r"facelab\[ann\]"):
+        AnnIndex(8)
