@@ -470,7 +470,20 @@ def recall_at_k(approx: Iterable[VectorHits], exact: Iterable[VectorHits], k: in
     return total / len(exact)
 
 
-# AnnIndex builds on the names above (its module imports them), so it is imported last.
-from facelab.gallery._search_ann import AnnIndex  # noqa: E402
+def _make_ann(dim: int, **options: Any) -> Any:
+    """``make_index("ann", ...)``: the approximate index, imported when first asked for."""
+    from facelab.gallery._search_ann import AnnIndex
 
-INDEXES.register("ann")(AnnIndex)
+    return AnnIndex(dim, **options)
+
+
+INDEXES.register("ann")(_make_ann)
+
+
+def __getattr__(name: str) -> Any:
+    # AnnIndex builds on the names above (its module imports this one), so it is resolved lazily.
+    if name == "AnnIndex":
+        from facelab.gallery._search_ann import AnnIndex
+
+        return AnnIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
