@@ -44,7 +44,7 @@ import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from facelab.errors import ConfigError
 from facelab.gallery import _search_select as select
 from facelab.gallery._search_kernels import BACKENDS, INT8_SCALE, KERNELS, parallel_map, quantize_int8
 from facelab.registry import Registry
+
+if TYPE_CHECKING:
+    from facelab.gallery._search_ann import AnnIndex
 
 __all__ = [
     "BACKENDS",
@@ -61,7 +64,7 @@ __all__ = [
     "VectorHits",
     "GroupHits",
     "ExactIndex",
-    "AnnIndex",
+    "AnnIndex",  # noqa: F822 - resolved by the module __getattr__ (lazy: its module imports this one)
     "make_index",
     "quantize_int8",
     "recall_at_k",
