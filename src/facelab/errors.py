@@ -16,6 +16,7 @@ __all__ = [
     "ChecksumError",
     "ProviderError",
     "ConfigError",
+    "VideoError",
 ]
 
 
@@ -49,3 +50,7 @@ class ProviderError(FacelabError):
 
 class ConfigError(FacelabError, ValueError):
     """A configuration value or argument is invalid."""
+
+
+class VideoError(FacelabError, ValueError):
+    """A video could not be read or written: missing, corrupt, truncated, without a video stream, or unencodable."""
