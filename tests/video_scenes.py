@@ -140,7 +140,7 @@ class _Sprite:
         return np.array([fx0, fy0, fx0 + w / 2, fy0 + h / 2])
 
 
-def render(scene: Scene, analyzer, shared_file) -> tuple[list[np.ndarray], list[list[GTFace]]]:
+def render(scene: Scene, analyzer, _unused=None) -> tuple[list[np.ndarray], list[list[GTFace]]]:
     """Draw every frame; returns ``(frames BGR, ground truth per frame)``."""
     sprites = {}
     for a in scene.actors:
@@ -294,7 +294,7 @@ _ANALYZERS: dict[tuple, object] = {}
 YUNET = "models/yunet/face_detection_yunet_2026may.onnx"
 
 
-def test_home() -> Path:
+def video_home() -> Path:
     """One FACELAB_HOME with the open pack built, shared by the video tests of this process."""
     if not _HOME:
         import tempfile
@@ -315,7 +315,7 @@ def analyzer(detector: str = "yunet", modules: tuple[str, ...] | None = None):
     key = (detector, modules)
     if key not in _ANALYZERS:
         extra = {"detector": shared_file(YUNET)} if detector == "yunet" else {}
-        _ANALYZERS[key] = FaceAnalyzer("open", home=test_home(), modules=list(modules) if modules else None, **extra)
+        _ANALYZERS[key] = FaceAnalyzer("open", home=video_home(), modules=list(modules) if modules else None, **extra)
     return _ANALYZERS[key]
 
 
@@ -329,3 +329,93 @@ def photo(person: str, k: int = 0) -> Path:
     from shared_data import shared_file
 
     return shared_file(f"{DEEPFACE}/{PEOPLE[person][k]}")
+
+
+# -- the scenes of the tests and the benchmark (sizes scale with the frame) ---------------------------
+
+
+def walk_scene(width: int = 480, height: int = 270, fps: float = 12.0, seconds: float = 3.0) -> Scene:
+    """A pans right and zooms in, leaving through the right edge; B enters from the right at 1/4 and crosses."""
+    n = int(round(fps * seconds))
+    u = height / 270.0
+    return Scene(
+        width,
+        height,
+        fps,
+        n,
+        [
+            Actor("A", photo("A"), linear(0, n - 1, (100 * u, 90 * u, 70 * u), (width - 40 * u, 70 * u, 95 * u))),
+            Actor(
+                "B", photo("B"), linear(n // 4, n - 1, (width + 40 * u, 200 * u, 60 * u), (230 * u, 205 * u, 62 * u))
+            ),
+        ],
+    )
+
+
+def occlusion_scene(width: int = 480, height: int = 270, fps: float = 12.0, seconds: float = 3.0) -> Scene:
+    """A walks slowly and is hidden by a grey bar for 5 frames in the middle; B stays on the right."""
+    n = int(round(fps * seconds))
+    u = height / 270.0
+    mid = n // 2
+    cx = 150 * u + 40 * u * (mid / (n - 1))
+    bar = (int(cx - 70 * u), int(40 * u), int(cx + 70 * u), int(230 * u))
+    return Scene(
+        width,
+        height,
+        fps,
+        n,
+        [
+            Actor("A", photo("A"), linear(0, n - 1, (150 * u, 130 * u, 80 * u), (190 * u, 130 * u, 80 * u))),
+            Actor("B", photo("B"), linear(0, n - 1, (380 * u, 140 * u, 70 * u), (370 * u, 140 * u, 70 * u))),
+        ],
+        occluders=[(mid - 2, mid + 2, bar)],
+    )
+
+
+def cut_scene(width: int = 480, height: int = 270, fps: float = 12.0, seconds: float = 3.0) -> Scene:
+    """Shot 1: A; a cut half-way to shot 2: B at nearly the same place on another background."""
+    n = int(round(fps * seconds))
+    u = height / 270.0
+    cut = n // 2
+    return Scene(
+        width,
+        height,
+        fps,
+        n,
+        [
+            Actor("A", photo("A"), linear(0, cut - 1, (200 * u, 130 * u, 80 * u), (230 * u, 130 * u, 80 * u)), shot=0),
+            Actor("B", photo("B"), linear(cut, n - 1, (235 * u, 135 * u, 80 * u), (260 * u, 135 * u, 80 * u)), shot=1),
+        ],
+        cuts=[cut],
+    )
+
+
+def pair_scene(width: int = 480, height: int = 270, fps: float = 12.0, seconds: float = 2.0) -> Scene:
+    """A on the left and B on the right the whole time, drifting slowly (for --except / --only)."""
+    n = int(round(fps * seconds))
+    u = height / 270.0
+    return Scene(
+        width,
+        height,
+        fps,
+        n,
+        [
+            Actor("A", photo("A"), linear(0, n - 1, (120 * u, 130 * u, 85 * u), (150 * u, 125 * u, 85 * u))),
+            Actor("B", photo("B"), linear(0, n - 1, (360 * u, 140 * u, 80 * u), (340 * u, 145 * u, 80 * u))),
+        ],
+    )
+
+
+_CLIPS: dict[tuple, tuple[Path, list[np.ndarray], list[list[GTFace]]]] = {}
+
+
+def make_clip(name: str, folder: Path, **kwargs) -> tuple[Path, list[np.ndarray], list[list[GTFace]]]:
+    """Render and encode a scene once per process: ``(path, source frames, ground truth)``."""
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _CLIPS:
+        scene = {"walk": walk_scene, "occlusion": occlusion_scene, "cut": cut_scene, "pair": pair_scene}[name](**kwargs)
+        frames, truth = render(scene, gt_analyzer(), None)
+        path = folder / f"{name}_{scene.width}x{scene.height}.mp4"
+        write_clip(path, frames, scene.fps)
+        _CLIPS[key] = (path, decode_frames(path), truth)
+    return _CLIPS[key]

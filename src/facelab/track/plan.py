@@ -48,7 +48,7 @@ class MaskPlanConfig:
 
     lookback: float = 0.5
     hold: float = 0.5
-    growth: float = 0.02
+    growth: float = 0.05
     max_growth: float = 0.5
 
     def __post_init__(self) -> None:

@@ -26,8 +26,8 @@ __all__ = ["LiveSource", "LiveStats", "is_live_source", "LIVE_SCHEMES"]
 
 _logger = logging.getLogger(__name__)
 
-#: URL schemes opened as live streams.
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "srt://", "tcp://")
+#: URL schemes opened as live streams (an HTTP URL is taken to be a camera's MJPEG/HLS stream).
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "srt://", "tcp://", "http://", "https://")
 
 #: Prefix of a camera device (``cam:0`` is the first webcam).
 CAMERA_PREFIX = "cam:"
@@ -153,6 +153,8 @@ class LiveSource:
                 if self._ended:
                     if self._error:
                         raise VideoError(f"{self.redacted}: {self._error}")
+                    if self.stats.decoded == 0:
+                        raise VideoError(f"{self.redacted}: the stream ended before its first frame")
                     return None
                 left = deadline - time.monotonic()
                 if left <= 0:
