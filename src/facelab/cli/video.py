@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facelab.cli.analyze import _add_model_options, _analyzer
+from facelab.cli.analyze import _add_model_options, _analyzer, _threshold
 from facelab.errors import ConfigError
 
 __all__ = ["register"]
@@ -38,12 +40,25 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (sys.stderr.isatty() and not args.no_progress))
 
 
-def _matcher(args: argparse.Namespace, analyzer: Any) -> Any:
+def _named(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "references", None) or getattr(args, "gallery", None))
+
+
+@contextlib.contextmanager
+def _matcher(args: argparse.Namespace, analyzer: Any) -> Iterator[Any]:
+    """The matcher of ``--references DIR`` or ``--gallery URL --collection C`` (the gallery stays open meanwhile)."""
     if getattr(args, "references", None):
         from facelab.track.identity import ReferenceMatcher
 
-        return ReferenceMatcher.from_folder(analyzer, args.references)
-    return None
+        yield ReferenceMatcher.from_folder(analyzer, args.references)
+    elif getattr(args, "gallery", None):
+        from facelab.gallery import Gallery
+        from facelab.track.identity import GalleryMatcher
+
+        with Gallery.open(args.gallery) as gallery:
+            yield GalleryMatcher(gallery, args.collection, analyzer=analyzer, threshold=args.threshold)
+    else:
+        yield None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -51,11 +66,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detect-every", type=_positive_int, default=1, metavar="N", help="detect on 1 frame in N (default 1)"
     )
-    p.add_argument(
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
         "--references",
         default=None,
         metavar="DIR",
         help="people to recognise: one sub-folder of photos per person (its name is the person's name)",
+    )
+    who.add_argument(
+        "--gallery", "-g", default=None, metavar="URL", help="people to recognise: a facelab gallery (path or URL)"
+    )
+    p.add_argument("--collection", "-c", default="default", help="gallery collection (default: default)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="match threshold, or a calibration JSON (default: the collection's, else the pack's)",
     )
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -105,7 +131,7 @@ def _is_video(path: Path) -> bool:
 
 def _cmd_anonymize(args: argparse.Namespace) -> int:
     from facelab.track.plan import MaskPlanConfig
-    from facelab.video.anonymize import AnonymizeOptions, anonymize_image, anonymize_video, write_image
+    from facelab.video.anonymize import AnonymizeOptions
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -125,10 +151,16 @@ def _cmd_anonymize(args: argparse.Namespace) -> int:
         preset=args.preset,
     )
     named = bool(options.keep or options.only)
-    if named and not args.references:
-        raise ConfigError("--except/--only need --references DIR (photos of the people)")
+    if named and not _named(args):
+        raise ConfigError("--except/--only need --references DIR (photos of the people) or --gallery URL")
     analyzer = _analyzer(args, ["recognition"] if named else ["detection"])
-    matcher = _matcher(args, analyzer)
+    with _matcher(args, analyzer) if named else contextlib.nullcontext() as matcher:
+        return _anonymize_all(args, src, dst, analyzer, options, matcher)
+
+
+def _anonymize_all(args: argparse.Namespace, src: Path, dst: Path, analyzer: Any, options: Any, matcher: Any) -> int:
+    from facelab.video.anonymize import anonymize_image, anonymize_video, write_image
+
     if src.is_dir():
         jobs = [(p, dst / p.relative_to(src)) for p in _media_in_folder(src)]
         if not jobs:
@@ -137,7 +169,8 @@ def _cmd_anonymize(args: argparse.Namespace) -> int:
         jobs = [(src, dst)]
     failed = 0
     for path, out in jobs:
-        out.parent.mkdir(parents=True, exist_ok=True) if src.is_dir() else None
+        if src.is_dir():
+            out.parent.mkdir(parents=True, exist_ok=True)
         try:
             if _is_video(path):
                 report = anonymize_video(
@@ -195,9 +228,6 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from facelab.track.stream import VideoAnalyzer
-    from facelab.video.analyze import draw_tracks, iter_video, write_summary
-    from facelab.video.io import PyAVReader, VideoWriter, atomic_output
     from facelab.video.live import is_live_source
 
     live = is_live_source(args.input)
@@ -205,8 +235,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.input}: no such file")
     if args.annotated and live:
         raise ConfigError("--annotated needs a video file as input")
-    analyzer = _analyzer(args, ["recognition"] if args.references else ["detection"])
-    matcher = _matcher(args, analyzer)
+    analyzer = _analyzer(args, ["recognition"] if _named(args) else ["detection"])
+    with _matcher(args, analyzer) as matcher:
+        return _analyze(args, live, analyzer, matcher)
+
+
+def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) -> int:
+    from facelab.track.stream import VideoAnalyzer
+    from facelab.video.analyze import draw_tracks, iter_video, write_summary
+    from facelab.video.io import PyAVReader, VideoWriter, atomic_output
+
     fps = 30.0
     if not live:
         from facelab.video.io import open_video

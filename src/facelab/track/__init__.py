@@ -19,6 +19,7 @@ from facelab.track.events import PresenceMonitor as PresenceMonitor
 from facelab.track.events import Sighting as Sighting
 from facelab.track.identity import Candidate as Candidate
 from facelab.track.identity import Decision as Decision
+from facelab.track.identity import GalleryMatcher as GalleryMatcher
 from facelab.track.identity import IdentityConfig as IdentityConfig
 from facelab.track.identity import Matcher as Matcher
 from facelab.track.identity import ReferenceMatcher as ReferenceMatcher
@@ -40,6 +41,7 @@ __all__ = [
     "EventPolicy",
     "FaceTracker",
     "FrameResult",
+    "GalleryMatcher",
     "IdentityConfig",
     "MaskBox",
     "MaskPlanConfig",

@@ -13,8 +13,9 @@ tracker) when the template's confirmed person changes to another person, or when
 callers that exempt people from anonymisation treat a conflict as unknown (PrivateFrame's
 "unanimous" rule).
 
-Any object with ``search(embeddings, top_k) -> list[list[Candidate]]`` is a matcher (the
-gallery's collections, or :class:`ReferenceMatcher` built from photos).
+Any object with ``search(embeddings, top_k) -> list[list[Candidate]]`` is a matcher:
+:class:`GalleryMatcher` (a :mod:`facelab.gallery` collection) or :class:`ReferenceMatcher` (a few
+photos per person).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "Decision",
     "Matcher",
     "ReferenceMatcher",
+    "GalleryMatcher",
     "IdentityConfig",
     "TrackIdentity",
     "decide",
@@ -179,6 +181,56 @@ class ReferenceMatcher:
                 raise ConfigError(f"reference person {person!r}: no face found in {len(photos)} photo(s)")
             people[person] = (person, np.stack(embs))
         return cls(people, threshold=analyzer.threshold)
+
+
+class GalleryMatcher:
+    """A collection of a :class:`facelab.gallery.Gallery` as a :class:`Matcher`.
+
+    Args:
+        gallery: an open gallery.
+        collection: the collection searched.
+        analyzer: the :class:`~facelab.pipeline.FaceAnalyzer` whose embeddings are searched: its
+            embedding contract is checked against the collection's now, and its threshold is the
+            last fallback.
+        threshold: cosine threshold (or a calibration JSON); default the collection's, else the
+            analyser's (the gallery's own rule, ``Gallery.threshold_for``).
+
+    Raises:
+        GalleryError: no such collection, or (``ContractMismatchError``) it holds another
+            recogniser's embeddings.
+        ConfigError: the collection holds no face yet.
+    """
+
+    def __init__(
+        self, gallery: Any, collection: str = "default", *, analyzer: Any = None, threshold: Any = None
+    ) -> None:
+        coll = gallery.collection(collection)
+        if coll.contract is None:
+            raise ConfigError(f"gallery collection {coll.name!r} holds no faces yet; enrol people first")
+        self.contract = None
+        if analyzer is not None:
+            from facelab.gallery.contract import contract_of
+
+            self.contract = contract_of(analyzer)
+            coll.contract.check(self.contract, f"collection {coll.name!r}")
+        self.gallery = gallery
+        self.collection = coll.name
+        self.threshold = gallery.threshold_for(coll, threshold, analyzer)
+
+    def search(self, embeddings: np.ndarray, top_k: int = 2) -> list[list[Candidate]]:
+        """Best ``top_k`` persons per embedding (``Gallery.search_embeddings``)."""
+        results = self.gallery.search_embeddings(
+            np.asarray(embeddings, dtype=np.float32),
+            k=top_k,
+            collection=self.collection,
+            threshold=self.threshold,
+            contract=self.contract,
+        )
+        return [[Candidate(str(m.person_id), m.label(), float(m.score)) for m in r.matches] for r in results]
+
+    def resolve(self, person: str) -> str:
+        """The id (as text) of a person given by id, external id or unique name."""
+        return str(self.gallery.find_person(person, self.collection).id)
 
 
 class Decision(NamedTuple):
@@ -382,14 +434,19 @@ def resolve_rules(
 
 
 def names_of(matcher: Matcher | None, people: Iterable[str]) -> list[str]:
-    """Check person ids/names given by a user against a :class:`ReferenceMatcher`-like matcher; returns ids.
+    """Turn person ids or names given by a user into the matcher's person ids.
 
-    A name is accepted for its id when unique. Matchers without a ``names`` mapping pass ids through.
+    A matcher with ``resolve(person)`` (:class:`GalleryMatcher`) resolves them itself; with a
+    ``names`` mapping (:class:`ReferenceMatcher`) a name is accepted for its id when unique; other
+    matchers get the ids unchanged.
 
     Raises:
         ConfigError: a person is not known.
     """
     people = list(people)
+    resolve = getattr(matcher, "resolve", None)
+    if resolve is not None:
+        return [resolve(p) for p in people]
     names = getattr(matcher, "names", None)
     if names is None:
         return people
