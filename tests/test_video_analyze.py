@@ -187,3 +187,23 @@ def test_gallery_names_the_tracks_and_chooses_who_stays_visible(clips, gallery_u
     code, _, err = run_main(argv + ["--except", "Nobody"], capsys)
     assert code == 2 and "no person 'Nobody'" in err
     assert not (tmp_path / "x2.mp4").exists()
+
+
+def test_appearance_gate_keeps_another_person_off_a_track(clips):
+    """Without cut detection, B (same place, after the cut) continues A's track by IoU; the embedding gate stops it."""
+    src, frames, truth = make_clip("cut", clips)
+    fa = analyzer("yunet")
+
+    def ids(gate):
+        va = VideoAnalyzer(fa, fps=12.0, detect_every=2, appearance_gate=gate, cut_threshold=None)
+        per_person: dict[str, set[int]] = {"A": set(), "B": set()}
+        for (_, result), faces in zip(iter_video(src, va), truth):
+            for f in result.faces:
+                if f.state == "detected" and faces:
+                    per_person[faces[0].person].add(f.track_id)
+        return per_person
+
+    plain = ids(None)
+    assert plain["A"] == plain["B"]  # an identity switch: one id for two people
+    gated = ids(0.9)  # cosine below 0.9 (the open pack's same-person threshold is 0.923) cannot join
+    assert len(gated["A"]) == 1 and len(gated["B"]) == 1 and gated["A"] != gated["B"]

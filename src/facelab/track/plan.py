@@ -15,7 +15,10 @@ detector saw:
   ``detect_every - 1`` frames), the same way (a face leaving across a border);
 * a box away from a detection grows by ``growth`` of its size per frame (up to ``max_growth``),
   the safety margin for motion the model does not predict;
-* nothing is carried across a scene cut;
+* nothing is carried across a scene cut (a cut found on a detection frame may have happened on
+  any frame since the previous one: both shots' masks cover those frames);
+* a box cut by the frame border that is narrower than a face (``BORDER_ASPECT``) is widened
+  inwards: detectors' boxes of half-visible faces often stop short of the visible part;
 * confident detections that belong to no track get the same treatment as a one-frame track.
 
 The result is a list of :class:`MaskBox` per frame; ``mask_scale`` is applied later, when drawing.
@@ -32,7 +35,7 @@ import numpy as np
 
 from facelab.errors import ConfigError
 
-__all__ = ["MaskPlanConfig", "MaskBox", "plan_masks", "should_mask"]
+__all__ = ["MaskPlanConfig", "MaskBox", "plan_masks", "should_mask", "BORDER_ASPECT"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,31 @@ def _moved(box: np.ndarray, v: tuple[np.ndarray, np.ndarray], d: float) -> np.nd
     return np.concatenate([c - half, c + half])
 
 
+#: Narrowest face box, as width / height, across a left or right border (and height / width
+#: across the top or bottom): a detector's box of a face cut by the frame border often stops
+#: short of the visible part, so such a box is widened inwards to this aspect.
+BORDER_ASPECT = 0.75
+
+
+def _complete_at_border(box: np.ndarray, size: tuple[int, int] | None, margin: float = 2.0) -> np.ndarray:
+    if size is None:
+        return box
+    w, h = size
+    out = np.asarray(box, dtype=np.float64).copy()
+    bw, bh = out[2] - out[0], out[3] - out[1]
+    if bw < BORDER_ASPECT * bh:
+        if out[2] >= w - margin:
+            out[0] = out[2] - BORDER_ASPECT * bh
+        elif out[0] <= margin:
+            out[2] = out[0] + BORDER_ASPECT * bh
+    if bh < BORDER_ASPECT * bw:
+        if out[3] >= h - margin:
+            out[1] = out[3] - BORDER_ASPECT * bw
+        elif out[1] <= margin:
+            out[3] = out[1] + BORDER_ASPECT * bw
+    return out
+
+
 def _to_edges(box: np.ndarray, size: tuple[int, int] | None, margin: float = 2.0) -> tuple[bool, np.ndarray]:
     """A box touching the frame's border: a face entering or leaving. Extend it across that border."""
     if size is None:
@@ -153,7 +181,9 @@ def plan_masks(
     max_span = 4 * detect_every + 1
     cuts = sorted(cuts or [])
     det_frames = sorted(detect_frames or [])
-    # A cut found at detection frame c happened after the previous detection frame.
+    # A cut found at detection frame c happened somewhere after the previous detection frame p:
+    # frames p+1 .. c-1 may belong to either shot, so the old shot's tracks are held up to c-1
+    # and the new shot's tracks reach back to p+1 (both masks cover the uncertain frames).
     cut_starts = []
     for c in cuts:
         i = bisect.bisect_left(det_frames, c)
@@ -161,6 +191,7 @@ def plan_masks(
     plan: list[list[MaskBox]] = [[] for _ in range(frames)]
 
     def clip(box: np.ndarray) -> tuple[float, float, float, float] | None:
+        box = _complete_at_border(box, size)
         if size is not None:
             w, h = size
             box = np.array([max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])])
@@ -178,7 +209,9 @@ def plan_masks(
         return 1.0 + min(cfg.growth * d, cfg.max_growth)
 
     def extend(track_id: int | None, obs: list[tuple[int, np.ndarray]], first_source: str) -> None:
-        obs = sorted(((int(f), np.asarray(b, np.float64)) for f, b in obs), key=lambda o: o[0])
+        obs = sorted(
+            ((int(f), _complete_at_border(np.asarray(b, np.float64), size)) for f, b in obs), key=lambda o: o[0]
+        )
         for k, (f, b) in enumerate(obs):
             put(f, track_id, b, first_source)
             if k + 1 < len(obs):
@@ -197,7 +230,7 @@ def plan_masks(
                 break
             put(f0 - d, track_id, _grow(wide0 if edge0 else _moved(b0, v0, -d), factor(d)), "lookback")
         f1, b1 = obs[-1]
-        later = [c for c in cut_starts if c > f1]
+        later = [c for c in cuts if c > f1]
         ceiling = min(later) - 1 if later else frames - 1
         v1 = _velocity(obs, False, max_span)
         edge1, wide1 = _to_edges(b1, size)
