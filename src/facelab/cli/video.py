@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facelab.cli.analyze import _add_model_options, _analyzer, _threshold
+from facelab.cli.analyze import EXIT_BROKEN_PIPE, _add_model_options, _analyzer, _threshold
 from facelab.errors import ConfigError
 
 __all__ = ["register"]
@@ -263,7 +264,7 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
     opened: list[Any] = []
     events: list[Any] = []
     try:
-        with atomic_output(args.annotated) if args.annotated else _nothing() as annotated:
+        with atomic_output(args.annotated) if args.annotated else contextlib.nullcontext() as annotated:
             if annotated is not None:
                 reader = PyAVReader(args.input)
                 opened.append(reader)
@@ -271,15 +272,20 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
                 frames = iter_video(args.input, va, backend="pyav", all_images=True, audio_sink=writer.mux_audio)
             else:
                 frames = iter_video(args.input, va, backend=args.backend, max_seconds=args.max_seconds)
-            for frame, result in frames:
-                out.write(json.dumps(result.to_dict()) + "\n")
-                events.extend(result.events)
-                for e in result.events:
-                    _print_event(e, bar)
-                if writer is not None:
-                    writer.write(draw_tracks(frame.image, result), frame.pts, frame.index)
-                if bar is not None:
-                    bar.update(1)
+            try:
+                for frame, result in frames:
+                    out.write(json.dumps(result.to_dict()) + "\n")
+                    events.extend(result.events)
+                    for e in result.events:
+                        _print_event(e, bar)
+                    if writer is not None:
+                        writer.write(draw_tracks(frame.image, result), frame.pts, frame.index)
+                    if bar is not None:
+                        bar.update(1)
+            except KeyboardInterrupt:
+                if not live:
+                    raise
+                print("stopped", file=sys.stderr)  # Ctrl-C ends a live session: the summary is still written
             final = va.finish()
             events.extend(final)
             for e in final:
@@ -288,6 +294,13 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
             if writer is not None:
                 writer.close()
                 writer = None
+    except BrokenPipeError:
+        if out is not sys.stdout:
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)  # `facelab video analyze ... | head`: stop quietly
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     finally:
         if writer is not None:
             writer.abort()
@@ -307,14 +320,6 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
         file=sys.stderr,
     )
     return 0
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _print_event(event: Any, bar: Any) -> None:
