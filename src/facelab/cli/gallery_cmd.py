@@ -419,7 +419,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run on Ray: auto (a running cluster, else a new local one), local, or an address",
     )
     p.add_argument("--ray-actors", type=int, default=2, help="Ray actors, each with one analyser (default 2)")
-    p.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor (default 1)")
+    p.add_argument(
+        "--ray-cpus-per-actor", type=float, default=0.5, help="CPUs reserved per actor (default 0.5; keep some free)"
+    )
     p.add_argument("--shards", metavar="DIR", help="with --ray: write Parquet shards to DIR, then bulk-load them")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")

@@ -36,6 +36,9 @@ _logger = logging.getLogger(__name__)
 
 _HEADER = b"SQLite format 3\x00"
 
+#: Page size of new gallery files (bytes).
+PAGE_SIZE = 16384
+
 _INSERT_FACE = (
     "INSERT INTO faces (collection_id, person_id, image_id, source, assigned_by, bbox, kps, det_score, quality, "
     "quality_detail, source_sha256, source_path, crop, created_at, embedding) "
@@ -94,6 +97,9 @@ class SQLiteStore(GalleryStore):
 
     def _configure(self, synchronous: str) -> None:
         try:
+            if self._con.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new file: 16 KiB pages hold seven 512-d faces each (4 KiB pages hold one, half empty).
+                self._con.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = self._con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 _logger.warning("%s: journal mode is %s, not WAL", self.path, mode)

@@ -1,4 +1,4 @@
-"""The SQL for persons, faces, face links and images, shared by every gallery backend.
+"""The SQL for faces and images, shared by every gallery backend (persons and links: ``_store_persons``).
 
 :class:`RecordsSQL` is a mixin of :class:`facelab.gallery.store.GalleryStore`: it relies on the
 store's plumbing (``_x``, ``_one``, ``_all``, ``_executemany``, ``transaction``, ``_touch``) and
@@ -22,15 +22,10 @@ from facelab.errors import ConfigError, GalleryError
 from facelab.gallery.records import (
     ASSIGNERS,
     FACE_SOURCES,
-    LINK_KINDS,
-    PERSON_KINDS,
     FaceArrays,
     FaceRecord,
     ImageRecord,
     NewFace,
-    Person,
-    check_text,
-    metadata_json,
     unit_embeddings,
 )
 
@@ -86,10 +81,6 @@ def _blob_f32(array: Any, size: int) -> bytes | None:
     return arr.tobytes()
 
 
-_PERSON_COLUMNS = (
-    "p.id, p.collection_id, p.name, p.external_id, p.kind, p.metadata, p.created_at, p.updated_at, "
-    "(SELECT COUNT(*) FROM faces f WHERE f.person_id = p.id)"
-)
 _FACE_COLUMNS = (
     "f.id, f.collection_id, f.person_id, f.image_id, f.source, f.assigned_by, f.bbox, f.kps, f.det_score, f.quality, "
     "f.quality_detail, f.source_sha256, COALESCE(f.source_path, i.path), f.crop IS NOT NULL, f.created_at"
@@ -102,209 +93,12 @@ _IMAGE_COLUMNS = "id, collection_id, path, sha256, size, mtime_ns, width, height
 class RecordsSQL:
     """Persons, faces, links and images (a mixin of :class:`~facelab.gallery.store.GalleryStore`)."""
 
-    # -- persons --------------------------------------------------------------------------------
-    def _person(self, row: Any) -> Person:
-        pid, cid, name, ext, kind, meta, created, updated, count = row
-        return Person(int(pid), int(cid), name, ext, kind, json.loads(meta), int(count), float(created), float(updated))
-
-    def add_person(
-        self,
-        collection_id: int,
-        name: str | None,
-        *,
-        external_id: str | None = None,
-        kind: str = "named",
-        metadata: dict[str, Any] | None = None,
-    ) -> Person:
-        """Create a person.
-
-        Raises:
-            GalleryError: ``external_id`` is already used in the collection.
-            ConfigError: a bad name, id, kind or metadata.
-        """
-        return self.person(self.add_persons(collection_id, [(name, external_id, metadata)], kind=kind)[0])
-
-    def add_persons(
-        self,
-        collection_id: int,
-        persons: Sequence[tuple[str | None, str | None, dict[str, Any] | None]],
-        *,
-        kind: str = "named",
-    ) -> list[int]:
-        """Create many persons in one transaction; ``persons`` holds ``(name, external_id, metadata)``.
-
-        Returns:
-            Their ids, in order.
-        """
-        if kind not in PERSON_KINDS:
-            raise ConfigError(f"person kind must be one of {PERSON_KINDS}, got {kind!r}")
-        rows = []
-        now = time.time()
-        for name, ext, meta in persons:
-            check_text(name, "person name")
-            check_text(ext, "external id")
-            rows.append((name, ext, meta))
-        ids = []
-        with self.transaction():
-            self.collection(collection_id)
-            for name, ext, meta in rows:
-                if ext is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ?", (int(collection_id), ext)
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {ext!r} is already used by person {other[0]}")
-                row = self._x(
-                    "INSERT INTO persons (collection_id, name, external_id, kind, metadata, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (int(collection_id), name, ext, kind, metadata_json(meta), now, now),
-                ).fetchone()
-                ids.append(int(row[0]))
-            self._touch(collection_id)
-        return ids
-
-    def person(self, person_id: int) -> Person:
-        """The person with this id.
-
-        Raises:
-            GalleryError: no such person.
-        """
-        row = self._one(f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.id = ?", (int(person_id),))
-        if row is None:
-            raise GalleryError(f"{self.url}: no person with id {person_id}")
-        return self._person(row)
-
-    def persons(
-        self,
-        collection_id: int,
-        *,
-        name: str | None = None,
-        external_id: str | None = None,
-        search: str | None = None,
-        kind: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Person]:
-        """Persons of a collection by id, optionally filtered.
-
-        Args:
-            collection_id: the collection.
-            name: exact name.
-            external_id: exact external id.
-            search: case-insensitive substring of the name or external id (no wildcards).
-            kind: ``"named"`` or ``"cluster"``.
-            limit: at most this many (``None``: all).
-            offset: skip this many first.
-        """
-        where, params = ["p.collection_id = ?"], [int(collection_id)]
-        if name is not None:
-            where.append("p.name = ?")
-            params.append(name)
-        if external_id is not None:
-            where.append("p.external_id = ?")
-            params.append(external_id)
-        if kind is not None:
-            where.append("p.kind = ?")
-            params.append(kind)
-        if search:
-            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(LOWER(p.name) LIKE ? ESCAPE '\\' OR LOWER(p.external_id) LIKE ? ESCAPE '\\')")
-            params += [f"%{escaped}%", f"%{escaped}%"]
-        sql = f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE {' AND '.join(where)} ORDER BY p.id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        elif offset:
-            sql += f" LIMIT -1 OFFSET {int(offset)}" if self.dialect == "sqlite" else f" OFFSET {int(offset)}"
-        return [self._person(r) for r in self._all(sql, params)]
-
-    def update_person(
-        self,
-        person_id: int,
-        *,
-        name: str | None | str = "keep",
-        external_id: str | None | str = "keep",
-        metadata: dict[str, Any] | None = None,
-        kind: str | None = None,
-    ) -> Person:
-        """Change a person's name, external id (``None`` clears), metadata or kind."""
-        with self.transaction():
-            person = self.person(person_id)
-            sets, params = ["updated_at = ?"], [time.time()]
-            if name != "keep":
-                sets.append("name = ?")
-                params.append(check_text(name, "person name"))
-            if external_id != "keep":
-                check_text(external_id, "external id")
-                if external_id is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ? AND id <> ?",
-                        (person.collection_id, external_id, person.id),
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {external_id!r} is already used by person {other[0]}")
-                sets.append("external_id = ?")
-                params.append(external_id)
-            if metadata is not None:
-                sets.append("metadata = ?")
-                params.append(metadata_json(metadata))
-            if kind is not None:
-                if kind not in PERSON_KINDS:
-                    raise ConfigError(f"person kind must be one of {PERSON_KINDS}, got {kind!r}")
-                sets.append("kind = ?")
-                params.append(kind)
-            self._x(f"UPDATE persons SET {', '.join(sets)} WHERE id = ?", (*params, person.id))
-            self._touch(person.collection_id)
-        return self.person(person_id)
-
-    def delete_person(self, person_id: int, *, keep_faces: bool = False) -> list[int]:
-        """Delete a person; its faces go with it unless ``keep_faces`` (then they become unassigned).
-
-        Returns:
-            Ids of the faces deleted (or unassigned).
-        """
-        with self.transaction():
-            person = self.person(person_id)
-            ids = [int(r[0]) for r in self._all("SELECT id FROM faces WHERE person_id = ? ORDER BY id", (person.id,))]
-            if keep_faces:
-                self._x("UPDATE faces SET person_id = NULL, assigned_by = NULL WHERE person_id = ?", (person.id,))
-            else:
-                self._x("DELETE FROM faces WHERE person_id = ?", (person.id,))
-            self._x("DELETE FROM persons WHERE id = ?", (person.id,))
-            self._touch(person.collection_id)
-        return ids
-
-    def merge_persons(self, into: int, others: Sequence[int]) -> list[int]:
-        """Move every face of ``others`` to ``into`` and delete ``others`` (same collection only).
-
-        Returns:
-            Ids of the faces moved.
-        """
-        with self.transaction():
-            target = self.person(into)
-            moved: list[int] = []
-            for other_id in others:
-                other = self.person(other_id)
-                if other.collection_id != target.collection_id:
-                    raise GalleryError(f"person {other.id} is in another collection than person {target.id}")
-                if other.id == target.id:
-                    continue
-                moved += [int(r[0]) for r in self._all("SELECT id FROM faces WHERE person_id = ?", (other.id,))]
-                self._x(
-                    "UPDATE faces SET person_id = ?, assigned_by = COALESCE(assigned_by, 'user') WHERE person_id = ?",
-                    (target.id, other.id),
-                )
-                self._x("DELETE FROM persons WHERE id = ?", (other.id,))
-            self._x("UPDATE persons SET updated_at = ? WHERE id = ?", (time.time(), target.id))
-            self._touch(target.collection_id)
-        return sorted(moved)
-
     # -- faces ----------------------------------------------------------------------------------
-    def _face_row(self, cid: int, face: NewFace, dim: int, image_id: int | None, now: float) -> tuple[Any, ...]:
+    def _face_row(self, cid: int, face: NewFace, vec: np.ndarray, image_id: int | None, now: float) -> tuple[Any, ...]:
         if face.source not in FACE_SOURCES:
             raise ConfigError(f"face source must be one of {FACE_SOURCES}, got {face.source!r}")
         if face.assigned_by is not None and face.assigned_by not in ASSIGNERS:
             raise ConfigError(f"assigned_by must be one of {ASSIGNERS} or None, got {face.assigned_by!r}")
-        vec = unit_embeddings(face.embedding, dim)[0]
         return (
             cid,
             None if face.person_id is None else int(face.person_id),
@@ -344,15 +138,18 @@ class RecordsSQL:
             if coll.contract is None:
                 raise GalleryError(f"collection {coll.name!r} has no embedding contract yet; set it first")
             persons = {int(f.person_id) for f in faces if f.person_id is not None}
-            for pid in persons:
-                if self.person(pid).collection_id != coll.id:
-                    raise GalleryError(f"person {pid} is not in collection {coll.name!r}")
+            strangers = persons - self._ids_in(coll.id, "persons", persons)
+            if strangers:
+                raise GalleryError(f"persons {sorted(strangers)[:10]} are not in collection {coll.name!r}")
+            try:
+                stacked = np.stack([np.asarray(f.embedding, np.float64).reshape(-1) for f in faces])
+            except ValueError as exc:
+                raise ConfigError(f"embeddings of different lengths in one call: {exc}") from None
+            vecs = unit_embeddings(stacked, coll.contract.dim)  # row by row identical to stored_vectors()
             now = time.time()
             rows = [
-                self._face_row(
-                    coll.id, f, coll.contract.dim, None if f.image_key is None else image_ids[f.image_key], now
-                )
-                for f in faces
+                self._face_row(coll.id, f, vec, None if f.image_key is None else image_ids[f.image_key], now)
+                for f, vec in zip(faces, vecs)
             ]
             ids = self._insert_faces(rows)
             self._touch(coll.id)
@@ -518,35 +315,34 @@ class RecordsSQL:
         )  # fmt: skip
         return arrays, coll.revision
 
-    # -- face links (clustering constraints) ----------------------------------------------------
-    def add_links(self, collection_id: int, pairs: Sequence[tuple[int, int]], kind: str) -> int:
-        """Record ``must_link`` / ``cannot_link`` constraints between faces (duplicates ignored)."""
-        if kind not in LINK_KINDS:
-            raise ConfigError(f"link kind must be one of {LINK_KINDS}, got {kind!r}")
-        rows = sorted({(min(int(a), int(b)), max(int(a), int(b))) for a, b in pairs if int(a) != int(b)})
-        cid = int(collection_id)
-        with self.transaction():
-            have = self._ids_in(cid, "faces", {x for pair in rows for x in pair})
-            missing = {x for pair in rows for x in pair} - have
-            if missing:
-                raise GalleryError(f"faces {sorted(missing)[:10]} are not in collection {cid}")
-            now = time.time()
-            self._executemany(
-                "INSERT INTO face_links (collection_id, face_a, face_b, kind, created_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(cid, a, b, kind, now) for a, b in rows],
-            )
-            self._touch(cid)
-        return len(rows)
+    def vector_chunks(self, collection_id: int, on_chunk: Any, *, chunk: int = 65536) -> tuple[int, int]:
+        """Feed every face's ``(ids, embeddings, person_ids)`` to ``on_chunk``, ``chunk`` rows at a time.
 
-    def links(self, collection_id: int, kind: str | None = None) -> list[tuple[int, int, str]]:
-        """``(face_a, face_b, kind)`` constraints of a collection (``face_a < face_b``)."""
-        sql = "SELECT face_a, face_b, kind FROM face_links WHERE collection_id = ?"
-        params: list[Any] = [int(collection_id)]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        return [(int(a), int(b), k) for a, b, k in self._all(sql + " ORDER BY face_a, face_b", params)]
+        The memory-light way to build a search index: one consistent read, no full copy held.
+        ``person_ids`` is ``-1`` for unassigned faces.
+
+        Returns:
+            ``(number of faces, revision read)``.
+        """
+        cid = int(collection_id)
+        with self.snapshot():
+            coll = self.collection(cid)
+            dim = coll.contract.dim if coll.contract is not None else 0
+            cursor = self._x("SELECT id, person_id, embedding FROM faces WHERE collection_id = ? ORDER BY id", (cid,))
+            n = 0
+            while True:
+                rows = cursor.fetchmany(chunk)
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                persons = np.fromiter((-1 if r[1] is None else r[1] for r in rows), np.int64, len(rows))
+                on_chunk(ids, self._decode_vectors([r[2] for r in rows], dim), persons)
+                n += len(rows)
+        return n, coll.revision
+
+    def face_count(self, collection_id: int) -> int:
+        """Number of faces in a collection."""
+        return int(self._one("SELECT COUNT(*) FROM faces WHERE collection_id = ?", (int(collection_id),))[0])
 
     # -- images ---------------------------------------------------------------------------------
     def _image(self, row: Any) -> ImageRecord:

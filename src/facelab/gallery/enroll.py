@@ -35,7 +35,7 @@ import numpy as np
 from facelab.attributes.quality import QualityPolicy, face_quality
 from facelab.errors import ConfigError, GalleryError, ImageError
 from facelab.gallery.contract import contract_of
-from facelab.gallery.records import NewFace, Person
+from facelab.gallery.records import DEFAULT_COLLECTION, NewFace, Person
 
 __all__ = [
     "REJECTION_REASONS",
@@ -196,7 +196,7 @@ def enroll(
     person: Person | int | None = None,
     external_id: str | None = None,
     metadata: dict[str, Any] | None = None,
-    collection: str = "default",
+    collection: str = DEFAULT_COLLECTION,
     review: str = "standard",
     policy: QualityPolicy | None = None,
     select: str = "single",
@@ -393,7 +393,7 @@ def enroll_folders(gallery: Any, root: str | os.PathLike, analyzer: Any, **optio
     base = Path(root)
     if not base.is_dir():
         raise GalleryError(f"--people-from-folders {base}: not a folder")
-    collection = options.get("collection", "default")
+    collection = options.get("collection", DEFAULT_COLLECTION)
     coll = gallery.collection(collection, create=True)
     folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     plan = []

@@ -11,125 +11,43 @@ URL) and, per collection, a search index kept in step with it:
 * ``search="database"`` (the default for PostgreSQL): pgvector answers (HNSW, or an exact scan
   with ``exact=True``).
 
-Search rules (InsightFace Server 0.2's): a person's score is the max cosine similarity over
-its faces; persons rank by score descending, then id ascending; within a person the lowest
-face id wins a tie. The "same person" threshold is the one given to the call, else the
-collection's, else the analyser's (its recogniser card's); see
-:func:`facelab.recognition.compare.resolve_threshold`.
+The search methods and their rules are in :mod:`facelab.gallery.matching`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from facelab.errors import ConfigError, GalleryError
-from facelab.gallery.contract import contract_of
-from facelab.gallery.records import Collection, EmbeddingContract, FaceArrays, Person, stored_vectors, unit_embeddings
+from facelab.gallery.matching import FaceMatch as FaceMatch
+from facelab.gallery.matching import FaceSearch as FaceSearch
+from facelab.gallery.matching import PersonMatch as PersonMatch
+from facelab.gallery.matching import SearchMixin
+from facelab.gallery.records import (
+    DEFAULT_COLLECTION,
+    Collection,
+    EmbeddingContract,
+    FaceArrays,
+    Person,
+    stored_vectors,
+)
 from facelab.gallery.store import GalleryStore, Transaction, open_store
-from facelab.recognition.compare import resolve_threshold
 
 __all__ = ["Gallery", "PersonMatch", "FaceMatch", "FaceSearch", "DEFAULT_COLLECTION", "SEARCH_ENGINES"]
 
 _logger = logging.getLogger(__name__)
 
-#: Collection used when none is named.
-DEFAULT_COLLECTION = "default"
-
 #: Where searches run: an in-memory index, or the database (PostgreSQL + pgvector only).
 SEARCH_ENGINES = ("memory", "database")
 
 _GALLERY_OPTIONS = ("search", "precision", "index")
-
-
-@dataclass(frozen=True)
-class PersonMatch:
-    """One person found for a query.
-
-    Attributes:
-        person_id: the person.
-        name: their name (``None`` for an unnamed cluster person).
-        external_id: their external id, or ``None``.
-        score: cosine similarity of the best-matching face.
-        face_id: that face.
-        matched: ``score >= threshold`` (``None`` when no threshold is known).
-    """
-
-    person_id: int
-    name: str | None
-    external_id: str | None
-    score: float
-    face_id: int
-    matched: bool | None
-
-    def label(self) -> str:
-        """The name, or ``"person <id>"``."""
-        return self.name if self.name is not None else f"person {self.person_id}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return {
-            "person_id": self.person_id,
-            "name": self.name,
-            "external_id": self.external_id,
-            "score": self.score,
-            "face_id": self.face_id,
-            "matched": self.matched,
-        }
-
-
-@dataclass(frozen=True)
-class FaceMatch:
-    """One stored face found for a query (assigned or not).
-
-    Attributes:
-        face_id / person_id / image_id: the face and its owners (``None`` when unassigned / enrolled).
-        score: cosine similarity.
-    """
-
-    face_id: int
-    person_id: int | None
-    score: float
-
-
-@dataclass
-class FaceSearch:
-    """The persons found for one query face.
-
-    Attributes:
-        face: the query :class:`~facelab.structures.Face` (``None`` for a search by embedding).
-        matches: top persons, best first.
-        threshold: the threshold applied (``None``: none known).
-    """
-
-    face: Any
-    matches: list[PersonMatch] = field(default_factory=list)
-    threshold: float | None = None
-
-    @property
-    def best(self) -> PersonMatch | None:
-        """The top person when it passes the threshold (or when there is no threshold), else ``None``."""
-        if not self.matches or self.matches[0].matched is False:
-            return None
-        return self.matches[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (the query face without its embedding)."""
-        face = None
-        if self.face is not None:
-            face = {k: v for k, v in self.face.to_dict().items() if k != "embedding"}
-        best = self.best
-        return {
-            "face": face,
-            "threshold": self.threshold,
-            "identity": None if best is None else best.to_dict(),
-            "matches": [m.to_dict() for m in self.matches],
-        }
 
 
 @dataclass
@@ -143,7 +61,7 @@ def _groups(person_ids: np.ndarray, face_ids: np.ndarray) -> np.ndarray:
     return np.where(person_ids >= 0, person_ids, -face_ids).astype(np.int64)
 
 
-class Gallery:
+class Gallery(SearchMixin):
     """A persistent face gallery (see the module docstring).
 
     Args:
@@ -174,6 +92,7 @@ class Gallery:
         self.precision = precision
         self.index_kind = index
         self._live: dict[int, _Live] = {}
+        self._index_lock = threading.RLock()  # the in-memory indexes are shared by the threads using this gallery
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -259,6 +178,15 @@ class Gallery:
         self.store.set_contract(collection.id, contract)
         return self.store.collection(collection.id)
 
+    def bulk_load(self, collection: str = DEFAULT_COLLECTION) -> Any:
+        """Context for adding many faces at once (PostgreSQL builds its HNSW index once at the end).
+
+        Example:
+            >>> with gallery.bulk_load("photos"):              # doctest: +SKIP
+            ...     load_shards(gallery, "shards/", collection="photos")
+        """
+        return self.store.bulk_load(self.collection(collection).id)
+
     # -- keeping indexes in step ------------------------------------------------------------------
     def committed(self, tx: Transaction, collection_id: int, apply: Callable[[Any], None]) -> None:
         """Apply a committed change to the collection's in-memory index (or drop it to rebuild).
@@ -266,35 +194,47 @@ class Gallery:
         ``apply(index)`` replays the change; it runs only when the transaction's revision follows
         the index's directly (no other writer in between).
         """
-        live = self._live.get(collection_id)
-        new = tx.revisions.get(collection_id)
-        if live is None or new is None:
-            return
-        if new != live.revision + 1:
-            self._live.pop(collection_id, None)
-            return
-        try:
-            apply(live.index)
-            live.revision = new
-        except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
-            _logger.exception("in-memory index update failed; it will be rebuilt from the store")
-            self._live.pop(collection_id, None)
+        with self._index_lock:
+            live = self._live.get(collection_id)
+            new = tx.revisions.get(collection_id)
+            if live is None or new is None:
+                return
+            if new != live.revision + 1:
+                self._live.pop(collection_id, None)
+                return
+            try:
+                apply(live.index)
+                live.revision = new
+            except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
+                _logger.exception("in-memory index update failed; it will be rebuilt from the store")
+                self._live.pop(collection_id, None)
 
     def index_for(self, collection: Collection) -> Any:
         """The collection's in-memory index, rebuilt from the store when it is behind."""
+        with self._index_lock:
+            return self._index_for(collection)
+
+    def _index_for(self, collection: Collection) -> Any:
         from facelab.gallery.search import make_index
 
         live = self._live.get(collection.id)
         if live is not None and live.revision == self.store.revision(collection.id):
             return live.index
-        arrays, revision = self.store.face_arrays(collection.id)
-        dim = arrays.embeddings.shape[1] or (collection.contract.dim if collection.contract else 0)
+        dim = collection.contract.dim if collection.contract else 1
+        if self.precision == "int8" and dim < 256:
+            _logger.warning(
+                "collection %r: INT8 (x736) search is calibrated for 512-d embeddings; %d-d unit vectors have "
+                "larger components, some of which clip at 127/736 (use fp16 or fp32)", collection.name, dim,
+            )  # fmt: skip
         options = {"precision": self.precision} if self.index_kind == "exact" else {}
-        index = make_index(self.index_kind, dim or 1, **options)
-        if len(arrays):
-            index.add(arrays.ids, arrays.embeddings, _groups(arrays.person_ids, arrays.ids))
+        if self.index_kind == "exact":
+            options["capacity"] = max(1, self.store.face_count(collection.id))  # no regrowth while loading
+        index = make_index(self.index_kind, dim, **options)
+        count, revision = self.store.vector_chunks(
+            collection.id, lambda ids, vecs, persons: index.add(ids, vecs, _groups(persons, ids))
+        )
         self._live[collection.id] = _Live(index, revision)
-        _logger.info("collection %r: search index built with %d faces", collection.name, len(arrays))
+        _logger.info("collection %r: search index built with %d faces", collection.name, count)
         return index
 
     def faces_added(
@@ -478,165 +418,6 @@ class Gallery:
     def links(self, collection: str = DEFAULT_COLLECTION, kind: str | None = None) -> list[tuple[int, int, str]]:
         """The face constraints of a collection."""
         return self.store.links(self.collection(collection).id, kind)
-
-    # -- search -----------------------------------------------------------------------------------
-    def threshold_for(self, coll: Collection, threshold: Any, analyzer: Any) -> float | None:
-        """The threshold a search applies.
-
-        ``threshold`` (a number or a calibration JSON), else the collection's, else the analyser's.
-        """
-        if threshold is not None:
-            return resolve_threshold(threshold)
-        if coll.threshold is not None:
-            return coll.threshold
-        return None if analyzer is None else analyzer.threshold
-
-    def search_embeddings(
-        self,
-        embeddings: Any,
-        *,
-        k: int = 5,
-        collection: str = DEFAULT_COLLECTION,
-        threshold: float | str | os.PathLike | None = None,
-        contract: EmbeddingContract | None = None,
-        exact: bool | None = None,
-        analyzer: Any = None,
-    ) -> list[FaceSearch]:
-        """Top-``k`` persons for each query embedding.
-
-        Args:
-            embeddings: ``(D,)`` or ``(Q, D)`` (normalised here).
-            k: persons per query.
-            collection: the collection searched.
-            threshold: cosine threshold, or a calibration JSON path; default: the collection's,
-                else ``analyzer``'s.
-            contract: the queries' embedding contract, checked against the collection's.
-            exact: database engine only: exact scan (``True``) or HNSW (default).
-            analyzer: the analyser the embeddings came from (for its default threshold).
-
-        Returns:
-            One :class:`FaceSearch` per query (``face`` is ``None``).
-        """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
-        coll = self.collection(collection)
-        if coll.contract is None:
-            queries = unit_embeddings(embeddings)
-            return [FaceSearch(None, [], self.threshold_for(coll, threshold, analyzer)) for _ in queries]
-        if contract is not None:
-            coll.contract.check(contract, f"collection {coll.name!r}")
-        queries = unit_embeddings(embeddings, coll.contract.dim)
-        thr = self.threshold_for(coll, threshold, analyzer)
-        raw = self._person_hits(coll, queries, int(k), exact)
-        names = {pid: self.store.person(pid) for pid in {h[0] for hits in raw for h in hits}}
-        out = []
-        for hits in raw:
-            matches = [
-                PersonMatch(
-                    pid, names[pid].name, names[pid].external_id, score, fid, None if thr is None else score >= thr
-                )
-                for pid, fid, score in hits
-            ]
-            out.append(FaceSearch(None, matches, thr))
-        return out
-
-    def _person_hits(self, coll: Collection, queries: np.ndarray, k: int, exact: bool | None):
-        if self.search_engine == "database":
-            return self.store.search_persons_db(coll.id, coll.contract.dim, queries, k, exact=bool(exact))
-        index = self.index_for(coll)
-        out = []
-        for q in queries:
-            want = k
-            while True:  # unassigned faces are groups of their own (negative); ask for more until k persons
-                hits = index.search_groups(q[None], want)[0]
-                keep = [
-                    (int(g), int(f), float(s)) for g, f, s in zip(hits.groups, hits.vector_ids, hits.scores) if g >= 0
-                ]
-                if len(keep) >= k or len(hits.groups) < want:
-                    break
-                want *= 4
-            out.append(keep[:k])
-        return out
-
-    def search_faces(
-        self, embeddings: Any, *, k: int = 10, collection: str = DEFAULT_COLLECTION, exact: bool | None = None
-    ) -> list[list[FaceMatch]]:
-        """Top-``k`` stored faces (assigned or not) per query embedding: "find this face in my photos"."""
-        coll = self.collection(collection)
-        if coll.contract is None:
-            return [[] for _ in unit_embeddings(embeddings)]
-        queries = unit_embeddings(embeddings, coll.contract.dim)
-        if self.search_engine == "database":
-            raw = self.store.search_faces_db(
-                coll.id, coll.contract.dim, queries, k, exact=bool(exact), assigned_only=False
-            )
-            return [[FaceMatch(f, p, s) for f, p, s in hits] for hits in raw]
-        index = self.index_for(coll)
-        out = []
-        for hits in index.search(queries, k):
-            groups = index.groups_of(hits.ids) if len(hits.ids) else np.zeros(0, np.int64)
-            out.append(
-                [
-                    FaceMatch(int(f), int(g) if g >= 0 else None, float(s))
-                    for f, g, s in zip(hits.ids, groups, hits.scores)
-                ]
-            )
-        return out
-
-    def search_image(self, image: Any, analyzer: Any, **options: Any) -> list[FaceSearch]:
-        """Persons for every face of one image (see :meth:`search_images`)."""
-        return self.search_images([image], analyzer, **options)[0]
-
-    def search_images(
-        self,
-        images: Sequence[Any],
-        analyzer: Any,
-        *,
-        k: int = 5,
-        collection: str = DEFAULT_COLLECTION,
-        threshold: float | str | os.PathLike | None = None,
-        max_num: int = 0,
-        exact: bool | None = None,
-    ) -> list[list[FaceSearch]]:
-        """Detect, embed and search every face of each image.
-
-        Args:
-            images: paths, bytes, ``(H, W, 3)`` ``uint8`` BGR arrays or PIL images.
-            analyzer: the :class:`~facelab.pipeline.FaceAnalyzer`; its recogniser must match the
-                collection's contract.
-            k: persons per face.
-            collection: the collection searched.
-            threshold: as :meth:`search_embeddings`.
-            max_num: at most this many faces per image (0 = all).
-            exact: as :meth:`search_embeddings`.
-
-        Returns:
-            Per image, one :class:`FaceSearch` per detected face (detector order).
-        """
-        coll = self.collection(collection)
-        contract = contract_of(analyzer)
-        if coll.contract is not None:
-            coll.contract.check(contract, f"collection {coll.name!r}")
-        per_image = analyzer.analyze_batch(list(images), max_num=max_num)
-        faces = [f for found in per_image for f in found if f.embedding is not None]
-        if not faces:
-            thr = self.threshold_for(coll, threshold, analyzer)
-            return [[FaceSearch(f, [], thr) for f in found] for found in per_image]
-        results = iter(
-            self.search_embeddings(
-                np.stack([f.embedding for f in faces]), k=k, collection=collection, threshold=threshold,
-                contract=contract, exact=exact, analyzer=analyzer,
-            )
-        )  # fmt: skip
-        out = []
-        for found in per_image:
-            row = []
-            for face in found:
-                result = next(results)
-                result.face = face
-                row.append(result)
-            out.append(row)
-        return out
 
     # -- enrolment, indexing (implemented in their modules) --------------------------------------
     def enroll(self, images: Sequence[Any], analyzer: Any, **options: Any) -> Any:

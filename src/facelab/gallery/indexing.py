@@ -29,7 +29,7 @@ import numpy as np
 
 from facelab.gallery.contract import contract_of
 from facelab.gallery.enroll import face_crop_jpeg
-from facelab.gallery.records import ImageRecord, NewFace, stored_vectors
+from facelab.gallery.records import DEFAULT_COLLECTION, ImageRecord, NewFace, stored_vectors
 from facelab.gallery.store import ImageWrite, path_bytes
 
 __all__ = ["IndexProgress", "IndexReport", "index_photos", "plan_index", "faces_to_new", "write_batch"]
@@ -215,7 +215,7 @@ def index_photos(
     inputs: Sequence[str | os.PathLike],
     analyzer: Any,
     *,
-    collection: str = "default",
+    collection: str = DEFAULT_COLLECTION,
     batch_images: int = 8,
     prune: bool = False,
     retry_errors: bool = False,

@@ -17,6 +17,7 @@ allowed: on a 2-CPU node, 0.5 lets Ray Data's own tasks run beside two actors) a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import numpy as np
 from facelab.errors import ConfigError, ContractMismatchError
 from facelab.gallery.contract import contract_of, contract_of_card
 from facelab.gallery.indexing import IndexProgress, IndexReport, faces_to_new, plan_index, prune_missing, write_batch
-from facelab.gallery.records import NewFace
+from facelab.gallery.records import DEFAULT_COLLECTION, NewFace
 from facelab.gallery.store import ImageWrite, path_bytes
 
 __all__ = ["index_photos_ray", "load_shards", "FaceIndexActor", "ROW_SCHEMA_FIELDS"]
@@ -74,12 +75,22 @@ class FaceIndexActor:
         analyzer_options: keyword arguments of :class:`~facelab.pipeline.FaceAnalyzer`.
         save_crops: also return a JPEG crop per face.
         max_num: at most this many faces per image (0 = all).
+        threads: ONNX Runtime intra-op threads, unless the options fix them.
     """
 
-    def __init__(self, analyzer_options: dict[str, Any], save_crops: bool = False, max_num: int = 0) -> None:
+    def __init__(
+        self, analyzer_options: dict[str, Any], save_crops: bool = False, max_num: int = 0, threads: int | None = None
+    ) -> None:
         from facelab.pipeline import FaceAnalyzer
+        from facelab.runtime.session import RuntimeOptions
 
-        self.analyzer = FaceAnalyzer(**analyzer_options)
+        options = dict(analyzer_options)
+        runtime = options.get("runtime")
+        if threads is not None and (runtime is None or runtime.intra_op_threads is None):
+            # As many ONNX Runtime threads as the CPUs the actor reserved (not every core of the node).
+            base = runtime or RuntimeOptions(providers=options.pop("providers", "auto"))
+            options["runtime"] = dataclasses.replace(base, intra_op_threads=threads)
+        self.analyzer = FaceAnalyzer(**options)
         self.contract_id = contract_of(self.analyzer).id
         self.save_crops = save_crops
         self.max_num = max_num
@@ -140,11 +151,13 @@ def _contract_from_options(options: dict[str, Any]) -> Any:
     from facelab.pipeline import DEFAULT_PACK
     from facelab.zoo import resolve_pack
 
-    resolved = resolve_pack(options.get("pack") or DEFAULT_PACK, download=options.get("download", True))
+    resolved = resolve_pack(
+        options.get("pack") or DEFAULT_PACK, home=options.get("home"), download=options.get("download", True)
+    )
     member = resolved.model("recognition")
     if member is None:
         raise ConfigError(f"pack {resolved.name!r} has no recognition model; a gallery needs one")
-    return contract_of_card(member[0], member[1])
+    return contract_of_card(member[0], member[1], options.get("home"))
 
 
 class _Writer:
@@ -213,10 +226,10 @@ def index_photos_ray(
     inputs: Sequence[str | os.PathLike],
     analyzer_options: dict[str, Any] | None = None,
     *,
-    collection: str = "default",
+    collection: str = DEFAULT_COLLECTION,
     address: str | None = "auto",
     actors: int = 2,
-    cpus_per_actor: float = 1.0,
+    cpus_per_actor: float = 0.5,
     gpus_per_actor: float = 0.0,
     batch_images: int = 8,
     shards: str | os.PathLike | None = None,
@@ -236,7 +249,8 @@ def index_photos_ray(
         address: ``"auto"`` (a running cluster, else a new local one), ``"local"``, a cluster
             address, or ``None`` to use the Ray session already initialised.
         actors: actors in the pool.
-        cpus_per_actor: CPUs each actor reserves (fractions allowed).
+        cpus_per_actor: CPUs each actor reserves (fractions allowed; leave some CPU to Ray Data's own tasks,
+            or the pipeline stalls: 2 actors × 0.5 on a 2-CPU node). Its ONNX Runtime threads follow it.
         gpus_per_actor: GPUs each actor reserves (fractions allowed).
         batch_images: images per actor call and per gallery transaction.
         shards: write Parquet shards here, then bulk-load them (default: stream rows to the gallery).
@@ -270,7 +284,7 @@ def index_photos_ray(
         )
         ds = ds.map_batches(
             FaceIndexActor, fn_constructor_kwargs={"analyzer_options": options, "save_crops": coll.save_crops,
-                                                   "max_num": max_num},
+                                                   "max_num": max_num, "threads": max(1, round(cpus_per_actor))},
             batch_size=batch_images, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, int(actors))),
             num_cpus=float(cpus_per_actor), num_gpus=float(gpus_per_actor) or None,
         )  # fmt: skip
@@ -287,7 +301,12 @@ def index_photos_ray(
 
 
 def load_shards(
-    gallery: Any, folder: str | os.PathLike, *, collection: str = "default", batch_images: int = 64, _writer: Any = None
+    gallery: Any,
+    folder: str | os.PathLike,
+    *,
+    collection: str = DEFAULT_COLLECTION,
+    batch_images: int = 64,
+    _writer: Any = None,
 ) -> IndexReport:
     """Bulk-load Parquet shards written by :func:`index_photos_ray` (``shards=``) into a collection.
 
@@ -305,7 +324,8 @@ def load_shards(
         first = pq.read_table(files[0]).slice(0, 1).to_pylist() if files else []
         if first and coll.contract is None:
             raise ConfigError(f"collection {coll.name!r} has no embedding contract; index into it once first")
-    for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_images):
-            _writer.write(batch.to_pylist())
+    with gallery.store.bulk_load(_writer.coll.id):
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_images):
+                _writer.write(batch.to_pylist())
     return _writer.report

@@ -34,6 +34,7 @@ __all__ = [
     "ImageRecord",
     "FaceArrays",
     "NewFace",
+    "DEFAULT_COLLECTION",
     "PERSON_KINDS",
     "FACE_SOURCES",
     "ASSIGNERS",
@@ -42,6 +43,9 @@ __all__ = [
     "stored_vectors",
     "check_text",
 ]
+
+#: Collection used when none is named.
+DEFAULT_COLLECTION = "default"
 
 #: ``Person.kind``: a person a user named or enrolled, or an unnamed person made by clustering.
 PERSON_KINDS = ("named", "cluster")

@@ -31,6 +31,7 @@ import numpy as np
 
 from facelab.errors import ConfigError, GalleryError
 from facelab.gallery._schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION, TYPE_NAMES
+from facelab.gallery._store_persons import PersonsSQL
 from facelab.gallery._store_records import ImageWrite as ImageWrite
 from facelab.gallery._store_records import RecordsSQL
 from facelab.gallery._store_records import path_bytes as path_bytes
@@ -134,7 +135,7 @@ _COLLECTION_COLUMNS = (
 )
 
 
-class GalleryStore(RecordsSQL):
+class GalleryStore(PersonsSQL, RecordsSQL):
     """Base class of every gallery backend (connection handling is the subclass's).
 
     Subclasses implement :meth:`_connect_and_migrate`-style setup in their constructor and the
@@ -193,6 +194,11 @@ class GalleryStore(RecordsSQL):
     def _wrap_error(self, exc: Exception) -> Exception | None:
         """*Backend*: a :class:`~facelab.errors.GalleryError` for a driver error, or ``None`` to re-raise."""
         return None
+
+    @contextmanager
+    def bulk_load(self, collection_id: int) -> Iterator[None]:
+        """*Backend*: a context in which many faces are added to a collection (PostgreSQL defers its HNSW build)."""
+        yield
 
     def close(self) -> None:
         """Close the connection."""

@@ -250,7 +250,8 @@ def import_gallery(gallery: Any, folder: str | os.PathLike, *, rename: dict[str,
                 )
                 person_map.update(zip((p["id"] for p in group), ids))
             faces = by_coll["faces"][old]
-            face_map = _import_faces(store, coll.id, faces, by_coll["images"][old], person_map)
+            with store.bulk_load(coll.id):
+                face_map = _import_faces(store, coll.id, faces, by_coll["images"][old], person_map)
             links = defaultdict(list)
             for link in by_coll["links"][old]:
                 links[link["kind"]].append((face_map[link["face_a"]], face_map[link["face_b"]]))
