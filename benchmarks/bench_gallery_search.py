@@ -10,7 +10,9 @@ quantised search.
 Reported (milliseconds per query; one query at a time, and batches of ``--batch``):
 
 * exact top-10 by vector: NumPy's bare FP32 product (``D @ q``, no top-k: the floor), FAISS
-  ``IndexFlatIP`` (when ``faiss-cpu`` is installed), facelab ``ExactIndex`` FP32 / FP16 / INT8;
+  ``IndexFlatIP`` (when ``faiss-cpu`` is installed), ONNX Runtime's bare ``MatMulInteger`` INT8
+  product (the kernel the issue suggested; the database is a graph input), facelab ``ExactIndex``
+  FP32 / FP16 / INT8;
 * exact top-10 persons (``search_groups``), next to the alternative of a per-person max with
   ``np.maximum.reduceat`` over the group-sorted FP32 scores;
 * recall@10 of FP16 and INT8 against FP32 (both query sets);
@@ -34,7 +36,7 @@ import time
 
 import numpy as np
 
-from facelab.gallery.search import AnnIndex, ExactIndex, recall_at_k
+from facelab.gallery.search import AnnIndex, ExactIndex, quantize_int8, recall_at_k
 
 
 def _rss_bytes() -> int:
@@ -80,6 +82,39 @@ def interleaved(fns: dict[str, callable], repeat: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - t)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def ort_int8_product(dim: int):
+    """ONNX Runtime's ``MatMulInteger`` (the database as input A, uint8 with zero point 128): a callable or None.
+
+    The database is a graph input (not an initialiser), so it is not copied into the session.
+    """
+    try:
+        import onnxruntime as ort
+
+        from facelab.convert import GraphBuilder
+    except ImportError:
+        return None
+    g = GraphBuilder("the INT8 benchmark graph")
+    tp = g.onnx.TensorProto
+    zero = g.const("a_zero_point", np.array(128, np.uint8))
+    y = g.node("MatMulInteger", ["db", "queries_t", zero], "dots")
+    graph = g.helper.make_graph(
+        g.nodes,
+        "int8_dots",
+        [
+            g.helper.make_tensor_value_info("db", tp.UINT8, ["n", dim]),
+            g.helper.make_tensor_value_info("queries_t", tp.INT8, [dim, "q"]),
+        ],
+        [g.helper.make_tensor_value_info(y, tp.INT32, ["n", "q"])],
+        g.initializers,
+    )
+    model = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda db_u8, q_int8: session.run(None, {"db": db_u8, "queries_t": np.ascontiguousarray(q_int8.T)})[0]
 
 
 def reduceat_groups(scores: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
@@ -146,6 +181,16 @@ def main() -> None:
         faiss_note = f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads"
     except ImportError:
         faiss_note = "FAISS column skipped: faiss-cpu is not installed (pip install faiss-cpu)"
+    ort_product = ort_int8_product(dim)
+    if ort_product is not None:
+        db_u8 = indexes["int8"]._data[:n].view(np.uint8) ^ np.uint8(0x80)  # int8 + 128, for the zero point
+        check = ort_product(db_u8[:1000], quantize_int8(queries[:2]))
+        exact = indexes["int8"]._data[:1000].astype(np.int32) @ quantize_int8(queries[:2]).astype(np.int32).T
+        assert np.array_equal(check, exact), "MatMulInteger is not exact"
+        label = "ONNX Runtime MatMulInteger INT8 product (no top-k)"
+        fns_one[label] = one(lambda q: ort_product(db_u8, quantize_int8(q)))
+        q_int8 = quantize_int8(queries)
+        fns_batch[label] = lambda: ort_product(db_u8, q_int8)
     for precision, index in indexes.items():
         label = f"ExactIndex {precision.upper()} top-{k}"
         fns_one[label] = one(lambda q, index=index: index.search(q, k))

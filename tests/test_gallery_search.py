@@ -138,11 +138,12 @@ def test_mutations_keep_search_exact() -> None:
     assert index.search_groups(tie_vectors(rng, 1), 3)[0].groups.tolist() == [1]
 
 
-def test_fewer_groups_than_k_returns_them_all() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # FP16 takes the parallel block path
+def test_fewer_groups_than_k_returns_them_all(precision: str) -> None:
     rng = np.random.default_rng(3)
     vectors = tie_vectors(rng, _BIG)
     groups = rng.integers(0, 4, _BIG)
-    index = ExactIndex(16)
+    index = ExactIndex(16, precision=precision)
     index.add(np.arange(_BIG), vectors, groups)
     store = {i: (v, int(g)) for i, (v, g) in enumerate(zip(vectors, groups))}
     assert_same_as_reference(index, store, tie_vectors(rng, 2), 10)

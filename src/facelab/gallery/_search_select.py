@@ -17,14 +17,24 @@ much as a sixth of the FP32 scan itself, so selection works in two steps that st
    max, and groups order by score descending, then group id ascending (InsightFace Server's rule).
 
 A query whose sample holds fewer than ``k`` distinct groups gets the lowest possible threshold:
-every row is a candidate (still exact, slower; it happens only for indexes with very few groups).
+every row is a candidate (still exact, slower; it happens only for indexes with very few groups),
+and each block keeps only its best candidate per group (:func:`best_per_group`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["lowest", "sample_step", "vector_thresholds", "group_thresholds", "candidates", "top_vectors", "top_groups"]
+__all__ = [
+    "lowest",
+    "sample_step",
+    "vector_thresholds",
+    "group_thresholds",
+    "candidates",
+    "top_vectors",
+    "best_per_group",
+    "top_groups",
+]
 
 #: Rows of the score block the full scan produces at a time (``rows × queries`` scores stay in cache).
 BLOCK_ROWS = 32768
@@ -135,6 +145,25 @@ def top_vectors(
     return [(rows[p], values[p]) for p in _first_per_column(cols, q, k)]
 
 
+def best_per_group(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, ids: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep, per (query, group), the candidate with the highest score, then the lowest vector id.
+
+    Applied per block it bounds the candidates of a query whose threshold lets every row through
+    (an index with fewer than ``k`` groups in its sample) to one per group.
+
+    Returns:
+        ``(rows, cols, values)`` of the kept candidates, sorted by column then group.
+    """
+    cand_groups = groups[rows]
+    order = np.lexsort((ids[rows], -values.astype(np.float64), cand_groups, cols))
+    rows, cols, values, cand_groups = rows[order], cols[order], values[order], cand_groups[order]
+    head = np.ones(len(rows), bool)
+    head[1:] = (cols[1:] != cols[:-1]) | (cand_groups[1:] != cand_groups[:-1])
+    return rows[head], cols[head], values[head]
+
+
 def top_groups(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, ids: np.ndarray, groups: np.ndarray, q: int, k: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -147,12 +176,7 @@ def top_groups(
     Returns:
         Per query ``(rows, values)``: the row of each group's best vector and the group score.
     """
-    cand_groups = groups[rows]
-    order = np.lexsort((ids[rows], -values.astype(np.float64), cand_groups, cols))
-    rows, cols, values, cand_groups = rows[order], cols[order], values[order], cand_groups[order]
-    head = np.ones(len(rows), bool)
-    head[1:] = (cols[1:] != cols[:-1]) | (cand_groups[1:] != cand_groups[:-1])
-    rows, cols, values, cand_groups = rows[head], cols[head], values[head], cand_groups[head]
-    order = np.lexsort((cand_groups, -values.astype(np.float64), cols))
+    rows, cols, values = best_per_group(rows, cols, values, ids, groups)
+    order = np.lexsort((groups[rows], -values.astype(np.float64), cols))
     rows, cols, values = rows[order], cols[order], values[order]
     return [(rows[p], values[p]) for p in _first_per_column(cols, q, k)]

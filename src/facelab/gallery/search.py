@@ -8,8 +8,8 @@ step (it is rebuilt from the store, never the other way round).
 Precisions (:data:`PRECISIONS`) follow InsightFace Server 0.2's search profiles:
 
 * ``"fp32"``: the embeddings as they are, 4 bytes per dimension; scores are float32 dot products.
-* ``"fp16"``: rows stored as IEEE half floats, 2 bytes per dimension; scores are the float32 dot
-  of the half-precision row with the float32 query.
+* ``"fp16"``: rows stored as IEEE half floats, 2 bytes per dimension; scores are the dot of the
+  half-precision row with the query rounded to half precision, accumulated in float32.
 * ``"int8"`` (the Server's ``int8_x736_v1``): rows and queries quantised by :func:`quantize_int8`
   (scale :data:`INT8_SCALE`), 1 byte per dimension; score = ``int32 dot / scale²``; ordering uses
   that unclipped score, returned scores are clamped to ``[-1, 1]``; no re-ranking.
@@ -19,7 +19,12 @@ the group's max wins; groups order by score descending, then group id ascending.
 
 Storage is one contiguous matrix with spare capacity (doubled when full) and swap-with-last
 deletion, so adding and removing never copy the whole matrix each time, and a query reads the
-rows in place.
+rows in place. FP32 is scored by NumPy's BLAS, FP16 and INT8 by NumKong's SIMD kernels (extra
+``facelab[search]``; see :mod:`facelab.gallery._search_kernels` for what was measured against ONNX
+Runtime's integer MatMul). Top-k selection is exact and costs a few percent of the scan
+(:mod:`facelab.gallery._search_select`). Searches may run from several threads at once; a
+mutation must not run concurrently with anything else on the same index (the store serialises
+them).
 
 Example:
     >>> import numpy as np
@@ -35,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -177,9 +183,9 @@ class ExactIndex:
         if array.dtype.kind not in "fiu":
             raise ConfigError(f"vectors must be floating point, got dtype {array.dtype}")
         array = np.ascontiguousarray(array, np.float32)
-        if not np.isfinite(array).all():
-            raise ConfigError("vectors contain NaN or infinite values")
-        norms = np.sqrt(np.einsum("ij,ij->i", array, array))
+        norms = np.sqrt(np.einsum("ij,ij->i", array, array))  # a NaN or infinite entry makes its norm so
+        if not np.isfinite(norms).all():
+            raise ConfigError("vectors contain NaN or infinite values (or values too large to square)")
         bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
         if bad.size:
             raise ConfigError(
@@ -353,21 +359,26 @@ class ExactIndex:
                 thresholds = select.group_thresholds(sample, groups[::step], k)
             else:
                 thresholds = select.vector_thresholds(sample, k)
-            if full is not None:
-                parts = [select.candidates(full[a : a + rows_step], thresholds, a) for a in range(0, n, rows_step)]
-            else:
+            # every row passes a lowest threshold: keep one candidate per group and block then
+            dedupe = by_group and bool(np.any(thresholds == select.lowest(thresholds.dtype)))
 
-                def block(a: int, prepared: Any = prepared, thresholds: np.ndarray = thresholds) -> tuple:
-                    scores = kernel.scores(data[a : a + rows_step], prepared)
-                    return select.candidates(scores, thresholds, a)
-
-                parts = parallel_map(block, range(0, n, rows_step), True)
+            block = functools.partial(self._block, full=full, prepared=prepared, thresholds=thresholds, dedupe=dedupe)
+            parts = parallel_map(block, range(0, n, rows_step), full is None)
             rows, cols, values = (np.concatenate(p) for p in zip(*parts))
             if by_group:
                 results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
             else:
                 results.extend(select.top_vectors(rows, cols, values, ids, q, k))
         return results
+
+    def _block(
+        self, a: int, full: np.ndarray | None, prepared: Any, thresholds: np.ndarray, dedupe: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of rows ``a : a + BLOCK_ROWS``, scored now unless ``full`` holds every score."""
+        end = min(self._n, a + select.BLOCK_ROWS)
+        scores = full[a:end] if full is not None else self._kernel.scores(self._data[a:end], prepared)
+        found = select.candidates(scores, thresholds, a)
+        return select.best_per_group(*found, self._ids[: self._n], self._groups[: self._n]) if dedupe else found
 
     def search(self, queries: Any, k: int) -> list[VectorHits]:
         """Top-k vectors per query, best first (fewer when the index holds fewer than ``k``).
@@ -415,7 +426,9 @@ def make_index(kind: str, dim: int, **options: Any) -> ExactIndex | AnnIndex:
     Args:
         kind: the index kind.
         dim: embedding dimension.
-        **options: passed to the index class (e.g. ``precision="int8"`` for ``"exact"``).
+        **options: passed to the index class: ``precision``, ``capacity``, ``backend`` for
+            ``"exact"`` (:class:`ExactIndex`); ``precision``, ``connectivity``, ``expansion_add``,
+            ``expansion_search``, ``group_oversample``, ``threads`` for ``"ann"`` (:class:`AnnIndex`).
 
     Raises:
         ConfigError: an unknown kind or option.
