@@ -154,8 +154,6 @@ def test_a_stream_without_frames_is_an_error(tmp_path, capsys, home_env):
 @pytest.fixture(scope="module")
 def gallery_url(tmp_path_factory):
     """A real SQLite gallery with A (two photos) and B (one) enrolled by the open pack's recogniser."""
-    # the gallery's search kernels come with the branch that builds them (facelab.gallery.search)
-    pytest.importorskip("facelab.gallery.search", reason="facelab.gallery.search is not merged in this build yet")
     from facelab.gallery import Gallery
 
     url = str(tmp_path_factory.mktemp("gallery") / "people.db")
