@@ -19,7 +19,7 @@ import pytest
 _SURFACE = json.loads((Path(__file__).with_name("api_surface.json")).read_text(encoding="utf-8"))
 
 #: Modules that ``import facelab`` (and reaching ``facelab.FaceAnalyzer``) must not load.
-_HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "fastapi", "starlette", "uvicorn", "flask")
+_HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "fastapi", "starlette", "uvicorn", "flask", "av")
 
 
 def test_surface_file_lists_the_public_modules() -> None:

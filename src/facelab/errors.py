@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "GalleryError",
     "ContractMismatchError",
+    "VideoError",
 ]
 
 
@@ -67,3 +68,7 @@ class ContractMismatchError(GalleryError):
     Embeddings of different models (or of one model with different preprocessing) cannot be
     compared; the message names both models. ``facelab gallery reembed`` migrates a collection.
     """
+
+
+class VideoError(FacelabError, ValueError):
+    """A video could not be read or written: missing, corrupt, truncated, without a video stream, or unencodable."""

@@ -374,6 +374,23 @@ class FaceAnalyzer:
         if not arrays:
             return []
         dets = self.detector.detect_batch(arrays, max_num=max_num, metric=metric)
+        return self.analyze_detections(arrays, dets)
+
+    def analyze_detections(self, images: Sequence[np.ndarray], dets: Sequence[Detections]) -> list[list[Face]]:
+        """Run every per-face model on given detections (e.g. a tracker's chosen faces of video frames).
+
+        Args:
+            images: ``(H, W, 3)`` ``uint8`` BGR arrays.
+            dets: one :class:`~facelab.structures.Detections` per image, in its pixels.
+
+        Returns:
+            One list of :class:`~facelab.structures.Face` per image, in detection order, with
+            quality, landmarks/attributes and embeddings as :meth:`analyze_batch` fills them.
+        """
+        arrays = list(images)
+        dets = list(dets)
+        if len(arrays) != len(dets):
+            raise ConfigError(f"analyze_detections: {len(arrays)} images but {len(dets)} detection sets")
         faces = [
             [
                 Face(bbox=d.boxes[i], score=float(d.scores[i]), kps=None if d.kps is None else d.kps[i])
