@@ -14,7 +14,8 @@ faces with numpy and :func:`scipy.optimize.linear_sum_assignment`:
    detections, gate ``unconfirmed_match_thresh``; an unmatched one is dropped;
 6. remaining high detections with ``score >= new_track_thresh`` start tracks;
 7. a lost track is removed after ``max_time_lost = int(frame_rate / 30 * track_buffer)`` frames;
-8. a tracked/lost pair closer than ``duplicate_thresh`` in IoU distance keeps only the longer track.
+8. a tracked/lost pair closer than ``duplicate_thresh`` in IoU distance keeps only the longer track
+   (with the appearance gate on, not when their embeddings say they are two people).
 
 Face-specific additions: an optional appearance gate (a detection whose embedding has cosine
 similarity below ``appearance_thresh`` with a track's running embedding cannot join that track),
@@ -429,7 +430,11 @@ class FaceTracker:
         b = xyah_to_xyxy(np.stack([t.mean[:4] for t in self.lost]))
         dist = 1.0 - iou_matrix(a, b)
         drop_a, drop_b = set(), set()
+        gate = self.config.appearance_thresh
         for p, q in zip(*np.nonzero(dist < self.config.duplicate_thresh)):
+            fp, fq = self.tracked[p].feature, self.lost[q].feature
+            if gate is not None and fp is not None and fq is not None and float(fp @ fq) < gate:
+                continue  # overlapping boxes of two people the appearance gate tells apart: not a duplicate
             age_p = self.tracked[p].last_frame - self.tracked[p].start_frame
             age_q = self.lost[q].last_frame - self.lost[q].start_frame
             if age_p > age_q:
