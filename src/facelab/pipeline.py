@@ -44,7 +44,7 @@ DEFAULT_PACK = "open"
 MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
     "recognition": ("recognition",),
-    "landmarks": ("landmark_2d_106", "landmark_3d_68", "landmark_5"),
+    "landmarks": ("landmark_2d_106", "landmark_3d_68", "landmark_5", "landmark_2d_68", "landmark_2d_98"),
     "landmark_2d_106": ("landmark_2d_106",),
     "landmark_3d_68": ("landmark_3d_68",),
     "landmark_5": ("landmark_5",),
@@ -76,7 +76,15 @@ def load_runners() -> None:
 
 
 # Order in which per-face tasks run (recognition last, so it can use refined landmarks).
-_FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute")
+_FACE_TASK_ORDER = (
+    "landmark_5",
+    "landmark_2d_106",
+    "landmark_3d_68",
+    "landmark_2d_68",  # trained with facelab train landmarks; stored in face.attributes
+    "landmark_2d_98",
+    "genderage",
+    "attribute",
+)
 
 
 def _wanted_tasks(modules: Sequence[str] | None) -> set[str] | None:
