@@ -14,7 +14,7 @@ and an evaluation callback. The loop then:
   ``step`` decay at the epochs in ``lr_steps`` by ``lr_gamma``, ``cosine`` or ``poly``);
 * mixes precision with ``fp16`` (CUDA, with a gradient scaler) or ``bf16`` (autocast);
 * writes ``checkpoint_rank<r>.pt`` (model, optimiser, scaler, position, RNG states, metrics)
-  atomically every ``save_every`` steps and at each epoch end, and ``model.pt`` (weights, config,
+  atomically every ``save_every`` steps (or at each epoch end) and at the end, and ``model.pt`` (weights, config,
   metrics) on rank 0 — what the exporters read; a resumed run continues bit-identically on CPU;
 * logs ``loss`` and its parts every ``frequent`` steps (rank 0) with a tqdm bar on a terminal, and
   evaluates every ``eval_every`` steps and at the end (rank 0), keeping the metrics for the card.
@@ -85,7 +85,7 @@ class LoopConfig:
     seed: int = 2048
     num_workers: int = 2
     frequent: int = 10  #: steps between log lines
-    save_every: int = 0  #: steps between checkpoints (0 = end of every epoch only)
+    save_every: int = 0  #: steps between checkpoints (0 = at the end of every epoch); always one at the end
     eval_every: int = 0  #: steps between evaluations (0 = at the end only)
     max_steps: int = 0  #: stop (with a checkpoint) after this many steps; 0 = run all epochs
     resume: bool = True  #: continue from the checkpoint in ``output`` if there is one
@@ -186,33 +186,41 @@ def lr_at(step: int, steps_per_epoch: int, cfg: LoopConfig) -> float:
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics are those of the global batch, on any backend (gloo included).
 
-    Sums of ``x`` and ``x²`` and the element count are all-reduced with the differentiable
-    ``torch.distributed.nn.functional.all_reduce``; ``var = E[x²] − E[x]²``. In one process it uses
-    the same formula, so one process with batch ``W·B`` matches ``W`` processes with batch ``B`` up
-    to summation order. In eval mode it is a plain :class:`torch.nn.BatchNorm2d` (and exports as one).
+    Two passes, each an all-reduce with the differentiable
+    ``torch.distributed.nn.functional.all_reduce``: the sums of ``x`` (and the element count) give
+    the mean, then the sums of ``(x − mean)²`` the biased variance (numerically as robust as
+    :class:`torch.nn.BatchNorm2d`'s own). In one process it runs the same two passes, so one
+    process with batch ``W·B`` matches ``W`` processes with batch ``B`` up to summation order. In
+    eval mode it is a plain :class:`torch.nn.BatchNorm2d` (and exports as one).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``(N, C, H, W)`` with the global batch statistics (training) or the running ones (eval)."""
         if not self.training:
             return super().forward(x)
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            if not distributed:
+                return t
             from torch.distributed.nn.functional import all_reduce
 
-            stats = all_reduce(stats)
+            return all_reduce(t)
+
         c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp(min=0)
+        count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        first = reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]))
+        n = first[-1]
+        mean = first[:c] / n
+        centred = x - mean[None, :, None, None]
+        var = reduce((centred * centred).sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp(min=1))
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        y = centred * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y
@@ -440,7 +448,8 @@ def run_loop(
                 break
         if finished_epoch:
             epoch, in_epoch = epoch + 1, 0
-            save()
+            if not cfg.save_every:
+                save()
     progress.close()
     result.seconds = time.time() - start_time
     run_eval()

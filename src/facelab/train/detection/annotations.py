@@ -214,7 +214,7 @@ def _read_wider(path: Path, root: Path) -> list[ImageAnnotation]:
     while i < len(lines):
         number, name = lines[i]
         name = name.strip()
-        if not name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")):
+        if len(name.split()) != 1 or name.lstrip("-").isdigit():
             raise _error(path, number, "expected an image path line", name)
         if i + 1 >= len(lines):
             raise _error(path, number, "image line without a face count")

@@ -54,11 +54,12 @@ class DetectConfig(LoopConfig):
     model_width: float = 1.0  #: width multiplier (1.0 = published; smaller for CPU smoke runs)
     pretrained: str = ""  #: a biubug6 .pth state_dict or a facelab model.pt to start from
     freeze_bn: bool = False  #: batch norms in eval mode while training (small-batch fine-tuning)
-    train_ann: str = ""  #: annotation file (label.txt, labelv2.txt, wider_face_*_bbx_gt.txt, COCO .json, dlib .xml)
+    #: annotation file(s): label.txt, labelv2.txt, wider_face_*_bbx_gt.txt, COCO .json, dlib .xml
+    train_ann: list[str] = field(default_factory=list)
     train_format: str = "auto"
     train_root: str = ""  #: image folder the annotation paths are relative to
     min_size: float = 0.0  #: faces smaller than this (pixels, either side) are ignored
-    val_ann: str = ""  #: annotations scored with detection AP during training
+    val_ann: list[str] = field(default_factory=list)  #: annotation file(s) scored with detection AP during training
     val_format: str = "auto"
     val_root: str = ""
     widerface_val_images: str = ""  #: WIDER_val/images (event folders) ...
@@ -88,11 +89,11 @@ class DetectConfig(LoopConfig):
         self.check_loop()
         if self.model not in DETECTOR_VARIANTS:
             raise ConfigError(f"config: unknown model {self.model!r}; known: {', '.join(DETECTOR_VARIANTS.names())}")
-        stride = 32
+        stride = 32 if DETECTOR_VARIANTS.get(self.model).family == "scrfd" else 1  # RetinaFace priors: any size
         checks = [
             (
                 self.input_size >= 64 and self.input_size % stride == 0,
-                f"input_size must be a multiple of {stride} (640)",
+                f"input_size must be >= 64 and a multiple of {stride} (640)",
             ),
             (self.eval_size >= 64 and self.eval_size % stride == 0, f"eval_size must be a multiple of {stride}"),
             (0 < self.model_width <= 4, "model_width must be in (0, 4]"),
@@ -254,8 +255,8 @@ def evaluate_widerface_val(
     return dict(evaluate_widerface(preds, gt).ap)
 
 
-def _records(ann: str, fmt: str, root: str, min_size: float = 0.0) -> list[ImageAnnotation]:
-    return load_annotations(ann, fmt, root or None, min_size=min_size)
+def _records(files: list[str], fmt: str, root: str, min_size: float = 0.0) -> list[ImageAnnotation]:
+    return [rec for f in files for rec in load_annotations(f, fmt, root or None, min_size=min_size)]
 
 
 def train_detector(cfg: DetectConfig) -> LoopResult:
@@ -295,7 +296,7 @@ def train_detector(cfg: DetectConfig) -> LoopResult:
         device = next(m.parameters()).device
         metrics: dict[str, dict[str, float]] = {}
         if val:
-            metrics[Path(cfg.val_ann).stem] = evaluate_detector(
+            metrics["+".join(Path(f).stem for f in cfg.val_ann)] = evaluate_detector(
                 model, val, cfg.eval_size, cfg.eval_score_thr, cfg.eval_nms_thr, device
             )
         if cfg.widerface_val_images:

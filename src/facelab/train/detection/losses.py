@@ -57,6 +57,11 @@ __all__ = [
 INF = 1e8
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (AMP) promoted to float32; float32 / float64 kept."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def global_sum(value: torch.Tensor) -> torch.Tensor:
     """``value`` summed over the distributed ranks (a detached copy; itself in one process)."""
     import torch.distributed as dist
@@ -309,11 +314,13 @@ class ScrfdCriterion:
         input_hw: tuple[int, int],
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """This rank's share of the loss and its parts (``loss_cls``, ``loss_bbox``, ``loss_kps``)."""
-        scores = torch.cat(outputs[0], dim=1).float().squeeze(-1)  # (N, P)
-        boxes = torch.cat(outputs[1], dim=1).float()
-        kps = torch.cat(outputs[2], dim=1).float()
-        device = scores.device
+        scores = _full(torch.cat(outputs[0], dim=1)).squeeze(-1)  # (N, P)
+        boxes = _full(torch.cat(outputs[1], dim=1))
+        kps = _full(torch.cat(outputs[2], dim=1))
+        device, dtype = scores.device, scores.dtype
         anchors, stride, counts = self.anchors(input_hw, device)
+        anchors, stride = anchors.to(dtype), stride.to(dtype)
+        targets = [Targets(t.boxes.to(dtype), t.keypoints.to(dtype), t.ignore_boxes.to(dtype)) for t in targets]
         if scores.shape[1] != len(anchors):
             raise ValueError(f"{scores.shape[1]} predictions but {len(anchors)} anchors for input {input_hw}")
         centers = (anchors[:, :2] + anchors[:, 2:]) / 2
@@ -324,7 +331,7 @@ class ScrfdCriterion:
             pos = assigned > 0
             gi = (assigned - 1).clamp(min=0)
             pos_mask.append(pos)
-            weights_cls.append((assigned >= 0).float())
+            weights_cls.append((assigned >= 0).to(dtype))
             box_t.append(t.boxes[gi] if len(t.boxes) else anchors.new_zeros(len(anchors), 4))
             if len(t.boxes):
                 kps_t.append(t.keypoints[gi, :, :2].reshape(-1, 10))
@@ -336,7 +343,7 @@ class ScrfdCriterion:
         pos = torch.stack(pos_mask)  # (N, P)
         label_w = torch.stack(weights_cls)
         box_t_all = torch.stack(box_t)
-        norm_cls = global_sum(torch.tensor(float(num_pos), device=device)).clamp(min=1.0)
+        norm_cls = global_sum(torch.tensor(float(num_pos), device=device, dtype=dtype)).clamp(min=1.0)
 
         s = stride[None, :].expand_as(pos)
         c = (centers[None] / stride[None, :, None]).expand(pos.shape[0], -1, -1)
@@ -454,14 +461,15 @@ class RetinaFaceCriterion:
         input_hw: tuple[int, int],
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """This rank's share of the loss and its parts (``loss_loc``, ``loss_conf``, ``loss_landm``)."""
-        loc, conf, landm = (o.float() for o in outputs)
-        device = loc.device
-        priors = self.priors(input_hw, device)
+        loc, conf, landm = (_full(o) for o in outputs)
+        device, dtype = loc.device, loc.dtype
+        priors = self.priors(input_hw, device).to(dtype)
+        targets = [Targets(t.boxes.to(dtype), t.keypoints.to(dtype), t.ignore_boxes.to(dtype)) for t in targets]
         if loc.shape[1] != len(priors):
             raise ValueError(f"{loc.shape[1]} predictions but {len(priors)} priors for input {input_hw}")
         corners = torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], dim=1)
         h, w = input_hw
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=device)
+        scale = torch.tensor([w, h, w, h], dtype=dtype, device=device)
         pos_all, lm_pos_all, loc_t, landm_t, excluded = [], [], [], [], []
         for t in targets:
             truths = t.boxes / scale
@@ -488,8 +496,8 @@ class RetinaFaceCriterion:
                 excluded.append(torch.zeros_like(positive))
         pos = torch.stack(pos_all)
         lm_pos = torch.stack(lm_pos_all)
-        n = global_sum(pos.sum().float()).clamp(min=1.0)
-        n1 = global_sum(lm_pos.sum().float()).clamp(min=1.0)
+        n = global_sum(pos.sum().to(dtype)).clamp(min=1.0)
+        n1 = global_sum(lm_pos.sum().to(dtype)).clamp(min=1.0)
         loss_l = F.smooth_l1_loss(loc[pos], torch.stack(loc_t)[pos], reduction="sum") / n
         loss_landm = F.smooth_l1_loss(landm[lm_pos], torch.stack(landm_t)[lm_pos], reduction="sum") / n1
         labels = pos.long()
