@@ -1,4 +1,4 @@
-"""Detector training loop: config files and errors, kill-and-resume bit-exact, two gloo processes = one with twice the batch."""
+"""Detector training loop: configs and errors, kill-and-resume bit-exact, 2 gloo processes = 1 with twice the batch."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def _ddp_worker(rank, world, port, out_dir):
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_loss_and_gradient_of_one_process_with_twice_the_batch(tmp_path):
-    """Loss shares and summed gradients of 2 gloo ranks (global batch norm) = one process with all 4 images (float64)."""
+    """Loss shares and summed gradients of 2 gloo ranks (global batch norm) = one process with all 4 images, float64."""
     import torch.multiprocessing as mp
 
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)

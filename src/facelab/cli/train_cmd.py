@@ -142,15 +142,12 @@ def _run_preview(rest: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key=value")
     ns = p.parse_args(rest)
     from facelab.train.config import load_config
-    from facelab.train.detection.annotations import load_annotations
     from facelab.train.detection.augment import AugmentOptions, build_augmentation, draw_augmented_samples
-    from facelab.train.detection.engine import DetectConfig
+    from facelab.train.detection.engine import DetectConfig, load_records
     from facelab.train.detection.variants import get_variant
 
     cfg = load_config(ns.config, ns.overrides, cls=DetectConfig)
-    records = [
-        r for f in cfg.train_ann for r in load_annotations(f, cfg.train_format, cfg.train_root or None, min_size=cfg.min_size)
-    ]
+    records = load_records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
     options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
     pipeline = build_augmentation(cfg.augment or get_variant(cfg.model).family, options)
     files = draw_augmented_samples(records, pipeline, ns.out_dir, per_image=ns.per_image, seed=cfg.seed)

@@ -35,6 +35,7 @@ from facelab.train.detection.variants import DETECTOR_VARIANTS, DetectorModel, e
 from facelab.train.loop import LoopConfig, LoopResult, run_loop
 
 __all__ = [
+    "load_records",
     "DetectConfig",
     "DetectionDataset",
     "collate_detection",
@@ -255,7 +256,8 @@ def evaluate_widerface_val(
     return dict(evaluate_widerface(preds, gt).ap)
 
 
-def _records(files: list[str], fmt: str, root: str, min_size: float = 0.0) -> list[ImageAnnotation]:
+def load_records(files: list[str], fmt: str = "auto", root: str = "", min_size: float = 0.0) -> list[ImageAnnotation]:
+    """The images of several annotation files, in order (read with ``load_annotations``)."""
     return [rec for f in files for rec in load_annotations(f, fmt, root or None, min_size=min_size)]
 
 
@@ -275,13 +277,13 @@ def train_detector(cfg: DetectConfig) -> LoopResult:
     if cfg.pretrained:
         model.load_pretrained(cfg.pretrained)
         _logger.info("initialised %s from %s", cfg.model, cfg.pretrained)
-    records = _records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
+    records = load_records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
     options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
     pipeline = build_augmentation(cfg.augment or variant.family, options)
     dataset = DetectionDataset(records, pipeline, cfg.seed)
     criterion = _criterion(cfg, model)
     norm = variant.normalization
-    val = _records(cfg.val_ann, cfg.val_format, cfg.val_root) if cfg.val_ann else []
+    val = load_records(cfg.val_ann, cfg.val_format, cfg.val_root) if cfg.val_ann else []
 
     def loss_fn(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         from facelab.train.data import normalize_batch
