@@ -60,6 +60,19 @@ def load_detector(checkpoint: str | Path) -> tuple[DetectorModel, dict[str, Any]
     return model.eval(), state
 
 
+def _set_output_widths(path: Path, widths: list[int | None]) -> None:
+    """Write the known last axis (1, 4, 10 / 4, 2, 10) into the graph outputs, as InsightFace's files have it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for output, width in zip(model.graph.output, widths):
+        dims = output.type.tensor_type.shape.dim
+        if width is not None and dims:
+            dims[len(dims) - 1].ClearField("dim_param")
+            dims[len(dims) - 1].dim_value = int(width)
+    onnx.save(model, str(path))
+
+
 def _check(out: Path, model: DetectorModel, atol: float) -> float:
     import onnx
     import onnxruntime as ort
@@ -163,6 +176,7 @@ def export_detector(
             dynamic_axes=dynamic,
             dynamo=False,
         )
+    _set_output_widths(out, [o.shape[-1] for o in outputs])
     extra: dict[str, Any] = {"variant": variant.name, "det_size": [int(cfg.get("eval_size", 640))] * 2}
     if variant.family == "retinaface":
         from facelab.train.detectors.retinaface_mnet import VARIANCES, _write_prior_metadata
