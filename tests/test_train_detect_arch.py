@@ -209,3 +209,30 @@ def test_prior_matching_forces_each_faces_best_prior_and_skips_hard_faces():
     low = torch.tensor([[0.65, 0.65, 0.8, 0.8]])  # IoU 0.5625 with prior 2 → positive even at threshold 0.9 (forced)
     pos, idx, _ = match_priors(low, priors, 0.9)
     assert pos.tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("name", sorted(DETECTOR_VARIANTS.names()))
+def test_every_published_variant_trains_one_step_and_has_its_export_signature(name):
+    from facelab.train.detection.engine import DetectConfig, _criterion
+    from facelab.train.detection.losses import Targets
+    from facelab.train.detection.variants import export_signature
+
+    model = build_detector(name).train()
+    x = torch.randn(2, 3, 96, 128)
+    boxes = torch.tensor([[20.0, 30.0, 60.0, 70.0]])
+    kps = torch.tensor(
+        [[[30.0, 45.0, 1.0], [50.0, 45.0, 1.0], [40.0, 55.0, 1.0], [32.0, 62.0, 1.0], [48.0, 62.0, 1.0]]]
+    )
+    targets = [
+        Targets(boxes, kps, torch.zeros(0, 4)),
+        Targets(torch.zeros(0, 4), torch.zeros(0, 5, 3), torch.zeros(0, 4)),
+    ]
+    loss, parts = _criterion(DetectConfig(model=name), model)(model(x), targets, (96, 128))
+    loss.backward()
+    assert np.isfinite(float(loss)) and all(np.isfinite(v) for v in parts.values())
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    _, outputs = export_signature(model.variant)
+    with torch.no_grad():
+        out = model.eval().export_form()(x[:1])
+    assert len(out) == len(outputs) and [t.shape[-1] for t in out] == [o.shape[-1] for o in outputs]

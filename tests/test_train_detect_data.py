@@ -224,3 +224,23 @@ def test_augmented_pixels_boxes_and_keypoints_follow_one_geometry(tmp_path, name
                 corners = (m[:2, :2] @ np.array([[box[0], box[1]], [box[2], box[3]]]).T).T + m[:2, 2]
                 expected = np.r_[corners.min(0), corners.max(0)].clip(0, 256)
                 np.testing.assert_allclose(s.boxes[learn][0], expected, atol=1e-3)
+
+
+def test_augment_preview_command_writes_the_configs_samples(tmp_path, capsys):
+    from facelab.cli import main
+
+    out = tmp_path / "preview"
+    rc = main(
+        [
+            "train",
+            "augment-preview",
+            "configs/detection/smoke_cpu_scrfd.yaml",
+            str(out),
+            "--per-image",
+            "2",
+            "augment=scrfd",
+        ]
+    )
+    assert rc == 0 and "wrote 8 samples" in capsys.readouterr().out
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 8 and all(cv2.imread(str(f)).shape == (192, 192, 3) for f in files)

@@ -242,3 +242,30 @@ def test_torchrun_two_ranks_train_like_one_process_with_twice_the_batch(tmp_path
     # some batch-norm gradients are sums with heavy cancellation, so that noise reaches ~1 % of the update
     # (the float64 test above shows the computation itself is the same)
     assert moved > 1e-4 and apart < 0.05 * moved, (moved, apart)
+
+
+def test_widerface_val_is_evaluated_during_training_from_event_folders(tmp_path, caplog):
+    from facelab.eval.widerface import load_widerface_gt
+
+    gt_dir = shared_data.shared_file("data/detection/widerface_val_gt")
+    gt = load_widerface_gt(gt_dir)
+    photos = sorted(shared_data.shared_file("data/detection/dlib_faces").glob("2008_*.jpg"))[:2]
+    images = tmp_path / "WIDER_val" / "images"
+    for event, names, photo in zip(gt.events, gt.images, photos):  # two val images stand in (their boxes do not match)
+        (images / event).mkdir(parents=True)
+        (images / event / f"{names[0]}.jpg").symlink_to(photo)
+    cfg = _tiny(
+        "scrfd_500m_kps",
+        tmp_path / "run",
+        "model_width=0.25",
+        "max_steps=1",
+        f"widerface_val_images={images}",
+        f"widerface_val_gt={gt_dir}",
+        "eval_size=96",
+    )
+    with caplog.at_level("WARNING"):
+        res = train_detector(cfg)
+    wider = res.metrics["WIDER_val"]
+    assert set(wider) == {"easy", "medium", "hard"} and all(0.0 <= v <= 1.0 for v in wider.values())
+    assert f"{gt.n_images - 2} of {gt.n_images} ground-truth images have no predictions" in caplog.text
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=False)["metrics"]["WIDER_val"] == wider

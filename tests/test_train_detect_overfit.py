@@ -55,7 +55,9 @@ def retina_run(tmp_path_factory):
 
 def _export(run, tmp_path, name):
     onnx_path = tmp_path / "pack" / f"{name}.onnx"
-    rc = main(["train", "export-detector", str(run), str(onnx_path), "--license", "CC0-1.0", "--train-data", "dlib_faces"])
+    rc = main(
+        ["train", "export-detector", str(run), str(onnx_path), "--license", "CC0-1.0", "--train-data", "dlib_faces"]
+    )
     assert rc == 0
     card = ModelCard.load(onnx_path.with_suffix(".json"))
     assert card.files[0].sha256 == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
@@ -148,7 +150,9 @@ def test_finetuned_biubug6_retinaface_keeps_all_43_faces(retina_run):
     assert result["n_gt"] == 43 and result["recall"] == 1.0, result
     start = build_detector("retinaface_mnet025_1mb")
     start.load_pretrained(str(shared_data.shared_file("models/retinaface_biubug6/mobilenet0.25_Final.pth")))
-    moved = max(float((state["model"][k] - v).abs().max()) for k, v in start.state_dict().items() if k.endswith("weight"))
+    moved = max(
+        float((state["model"][k] - v).abs().max()) for k, v in start.state_dict().items() if k.endswith("weight")
+    )
     assert moved > 1e-5  # it did train
 
 
@@ -160,7 +164,9 @@ def test_exported_retinaface_matches_torch_in_facelabs_runner_and_loads_in_face_
     assert (card.color_order, card.mean, card.std) == ("BGR", (104.0, 117.0, 123.0), (1.0, 1.0, 1.0))
     ort_runner, torch_runner = _runners(retina_run, onnx_path, card)
     assert isinstance(ort_runner, RetinaFace) and ort_runner.det_size == (640, 640)
-    photos = sorted(shared_data.shared_file(DLIB).glob("2009_*.jpg")) + sorted(shared_data.shared_file(DLIB).glob("2007_*.jpg"))
+    photos = sorted(shared_data.shared_file(DLIB).glob("2009_*.jpg")) + sorted(
+        shared_data.shared_file(DLIB).glob("2007_*.jpg")
+    )
     assert _same_outputs(ort_runner, torch_runner, photos) >= 9
     # without its card the file still carries its prior boxes (ONNX metadata)
     bare = tmp_path / "bare"

@@ -140,7 +140,7 @@ def _run_preview(rest: list[str]) -> int:
     p.add_argument("out_dir")
     p.add_argument("--per-image", type=int, default=2)
     p.add_argument("overrides", nargs="*", help="key=value")
-    ns = p.parse_args(rest)
+    ns = p.parse_intermixed_args(rest)
     from facelab.train.config import load_config
     from facelab.train.detection.augment import AugmentOptions, build_augmentation, draw_augmented_samples
     from facelab.train.detection.engine import DetectConfig, load_records

@@ -44,14 +44,17 @@ def load_landmark_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[s
     return net.eval(), state
 
 
-def _rename_normalisation_nodes(path: Path) -> None:
-    """Name the graph's leading Sub / Mul nodes ``Sub_normalize`` / ``Mul_normalize`` (InsightFace's test)."""
+def _rename_normalisation_nodes(path: Path, width: int) -> None:
+    """Name the leading Sub / Mul nodes ``Sub_normalize`` / ``Mul_normalize`` (InsightFace's test); fix fc1's width."""
     import onnx
 
     model = onnx.load(str(path))
     for node in model.graph.node[:8]:
         if node.op_type in ("Sub", "Mul") and not node.name.startswith(node.op_type):
             node.name = f"{node.op_type}_normalize"
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    dims[1].ClearField("dim_param")
+    dims[1].dim_value = int(width)  # InsightFace's Landmark reads the point count from it
     onnx.save(model, str(path))
 
 
@@ -103,7 +106,7 @@ def export_landmarks(
             dynamic_axes={"data": {0: "batch"}, "fc1": {0: "batch"}},
             dynamo=False,
         )
-    _rename_normalisation_nodes(out)
+    _rename_normalisation_nodes(out, 2 * k)
     graph = onnx.load(str(out)).graph
     weights = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
