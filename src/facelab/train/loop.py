@@ -41,6 +41,7 @@ from torch import nn
 from facelab.errors import ConfigError, FacelabError
 
 __all__ = [
+    "TrainingError",
     "LoopConfig",
     "LoopResult",
     "SyncBatchNorm2d",
@@ -48,6 +49,7 @@ __all__ = [
     "lr_at",
     "run_loop",
     "atomic_save",
+    "checkpoint_path",
     "rng_state",
     "set_rng_state",
     "world_info",
@@ -133,6 +135,11 @@ def world_info() -> tuple[int, int, int]:
     if dist.is_initialized():
         return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
     return 0, 0, 1
+
+
+def checkpoint_path(output: str | Path, rank: int) -> Path:
+    """Where rank ``rank`` keeps its checkpoint (``checkpoint_rank<r>.pt`` in the run folder)."""
+    return Path(output) / f"checkpoint_rank{rank}.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -332,7 +339,7 @@ def run_loop(
 
     step, epoch, in_epoch = 0, 0, 0
     result = LoopResult(0, 0, output=str(out))
-    ckpt = out / f"checkpoint_rank{rank}.pt"
+    ckpt = checkpoint_path(out, rank)
     if cfg.resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         if state.get("world_size", world) != world:
