@@ -269,3 +269,16 @@ def test_widerface_val_is_evaluated_during_training_from_event_folders(tmp_path,
     assert set(wider) == {"easy", "medium", "hard"} and all(0.0 <= v <= 1.0 for v in wider.values())
     assert f"{gt.n_images - 2} of {gt.n_images} ground-truth images have no predictions" in caplog.text
     assert torch.load(tmp_path / "run" / "model.pt", weights_only=False)["metrics"]["WIDER_val"] == wider
+
+
+def test_bf16_autocast_trains_and_progress_is_logged(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="facelab.train.loop"):
+        res = train_detector(
+            _tiny("scrfd_500m_kps", tmp_path, "model_width=0.25", "bf16=true", "frequent=1", "max_steps=2")
+        )
+    assert res.steps == 2 and all(np.isfinite(res.losses))
+    assert "epoch 0 step 1/2 loss" in caplog.text and "steps/s eta" in caplog.text and "loss_cls" in caplog.text
+    state = _state(tmp_path)
+    assert all(
+        v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point()
+    )  # weights stay fp32

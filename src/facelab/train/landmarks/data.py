@@ -44,6 +44,7 @@ __all__ = [
     "load_landmark_records",
     "LandmarkDataset",
     "crop_sample",
+    "assign_detector_boxes",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -225,6 +226,36 @@ def load_landmark_records(
     if missing:
         raise ConfigError(f"{p}: {len(missing)} images not found (first: {missing[0]})")
     return records
+
+
+def assign_detector_boxes(records: list[LandmarkRecord], detector: object, min_iou: float = 0.3) -> int:
+    """Replace each record's box by the detector's box of that face, as the landmark model will see it at inference.
+
+    The detection with the highest IoU with the record's current box (or its points' box) is taken
+    when the IoU reaches ``min_iou``; other records keep their box.
+
+    Args:
+        records: changed in place.
+        detector: a facelab :class:`~facelab.detection.base.Detector` (``detect(path)``).
+        min_iou: smallest accepted IoU.
+
+    Returns:
+        How many records got a detector box.
+    """
+    from facelab.ops.boxes import iou_matrix
+
+    done = 0
+    for rec in records:
+        dets = detector.detect(str(rec.path))  # type: ignore[attr-defined]
+        if len(dets) == 0:
+            continue
+        iou = iou_matrix(rec.face_box()[None].astype(np.float64), dets.boxes.astype(np.float64))[0]
+        best = int(np.argmax(iou))
+        if iou[best] >= min_iou:
+            rec.box = dets.boxes[best].astype(np.float32)
+            done += 1
+    _logger.info("detector boxes for %d of %d faces", done, len(records))
+    return done
 
 
 # ----------------------------------------------------------------------------------- samples

@@ -24,7 +24,13 @@ from torch import nn
 
 from facelab.errors import ConfigError
 from facelab.ops.normalize import INSIGHTFACE_LANDMARK
-from facelab.train.landmarks.data import LandmarkAugment, LandmarkDataset, LandmarkRecord, load_landmark_records
+from facelab.train.landmarks.data import (
+    LandmarkAugment,
+    LandmarkDataset,
+    LandmarkRecord,
+    assign_detector_boxes,
+    load_landmark_records,
+)
 from facelab.train.landmarks.models import LANDMARK_MODELS, build_landmark_model
 from facelab.train.loop import LoopConfig, LoopResult, run_loop
 
@@ -65,6 +71,10 @@ class LandmarkConfig(LoopConfig):
     val_root: str = ""
     input_size: int = 192
     crop_scale: float = 1.5  #: box sides per crop side (InsightFace's 1.5)
+    #: an ONNX face detector (or a file facelab.detection.create_detector opens): train on its boxes, as
+    #: the runner will crop at inference ("" = the annotation's box, else the points' bounding box)
+    box_detector: str = ""
+    box_detector_size: int = 640
     aug_scale: float = 0.0
     aug_rotation: float = 0.0
     aug_shift: float = 0.0
@@ -207,6 +217,13 @@ def train_landmarks(cfg: LandmarkConfig) -> LoopResult:
         if cfg.val_ann
         else []
     )
+    if cfg.box_detector:
+        from facelab.detection import create_detector
+
+        detector = create_detector(cfg.box_detector, det_size=(cfg.box_detector_size, cfg.box_detector_size))
+        assign_detector_boxes(records, detector)
+        if val:
+            assign_detector_boxes(val, detector)
     torch.manual_seed(cfg.seed)
     net = build_landmark_model(cfg.model, num_points, **cfg.model_kwargs)
     if cfg.pretrained:
