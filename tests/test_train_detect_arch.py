@@ -236,3 +236,16 @@ def test_every_published_variant_trains_one_step_and_has_its_export_signature(na
     with torch.no_grad():
         out = model.eval().export_form()(x[:1])
     assert len(out) == len(outputs) and [t.shape[-1] for t in out] == [o.shape[-1] for o in outputs]
+
+
+def test_train_info_lists_detectors_with_published_figures(capsys):
+    from facelab.cli import main
+
+    assert main(["train", "info", "scrfd_2.5g_kps", "retinaface_mnet025"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert rows["scrfd_2.5g_kps"][2:4] == ["0.82", "0.82"]  # params ours, published
+    assert float(rows["scrfd_2.5g_kps"][4]) == pytest.approx(2.5, rel=0.05) and rows["scrfd_2.5g_kps"][5] == "2.50"
+    assert rows["retinaface_mnet025"][-1] == "87.78/81.16/47.32"
+    assert (
+        main(["train", "info", "scrfd_1g"]) == 2 and "unknown network or detector 'scrfd_1g'" in capsys.readouterr().err
+    )
