@@ -229,7 +229,7 @@ def test_every_published_variant_trains_one_step_and_has_its_export_signature(na
     ]
     loss, parts = _criterion(DetectConfig(model=name), model)(model(x), targets, (96, 128))
     loss.backward()
-    assert np.isfinite(float(loss)) and all(np.isfinite(v) for v in parts.values())
+    assert np.isfinite(loss.item()) and all(np.isfinite(v) for v in parts.values())
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     _, outputs = export_signature(model.variant)

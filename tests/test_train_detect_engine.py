@@ -144,7 +144,7 @@ def _grads(model_name, rank, world):
     x = normalize_batch(batch["images"], model.variant.normalization).double()
     loss, _ = _criterion(DetectConfig(model=model_name), model)(model(x), batch["targets"], (96, 96))
     loss.backward()
-    return float(loss), {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
 def _ddp_worker(rank, world, port, out_dir):

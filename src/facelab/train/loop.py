@@ -210,9 +210,13 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         def reduce(t: torch.Tensor) -> torch.Tensor:
             if not distributed:
                 return t
+            import warnings
+
             from torch.distributed.nn.functional import all_reduce
 
-            return all_reduce(t)
+            with warnings.catch_warnings():  # deprecated in favour of a private module; still differentiable
+                warnings.simplefilter("ignore", FutureWarning)
+                return all_reduce(t)
 
         c = x.shape[1]
         count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
