@@ -144,6 +144,35 @@ def _throughput_part(model: Path, args: argparse.Namespace, runtime_options: Cal
         print(f"{label.ljust(width)} | {granted.ljust(36)} | {rate:9.1f} | {per_face:.2f}")
 
 
+def _detector_training_part(args: argparse.Namespace) -> None:
+    """Part 3: detector training throughput (torch on CUDA when available, else CPU)."""
+    names = [n for n in args.detector_train.split(",") if n]
+    if not names:
+        return
+    try:
+        import torch
+    except ImportError as exc:
+        print(f"\n== 3. detector training: torch not importable ({exc}); skipped")
+        return
+    from bench_train_detect import time_training_steps
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    batch, size, steps = (2, 320, 1) if args.quick else (8, 640, 10 if cuda else 2)
+    if args.quick and not cuda:
+        names = names[:1]
+    print(
+        f"\n== 3. detector training throughput on {device}"
+        f"{' (' + torch.cuda.get_device_name(0) + ')' if cuda else ' (CUDA NOT AVAILABLE: CPU numbers)'}: "
+        f"batch {batch}, {size}x{size}, {'float16 autocast, ' if cuda else ''}median of {steps} step(s) after 2 warm-up"
+    )
+    print(f"{'variant':<24}{'s/step':>9}{'steps/s':>9}{'images/s':>10}{'peak GPU MiB':>14}")
+    for name in names:
+        r = time_training_steps(name, batch, size, steps, 2, device, amp=cuda)
+        peak = f"{r['peak_mb']:>14.0f}" if "peak_mb" in r else f"{'-':>14}"
+        print(f"{name:<24}{r['seconds_per_step']:>9.3f}{r['steps_per_s']:>9.2f}{r['images_per_s']:>10.1f}{peak}")
+
+
 def _alias(name: str) -> str:
     from facelab.runtime.session import resolve_providers
 
@@ -158,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="timed passes (default 5; 1 with --quick)")
     parser.add_argument("--providers", default="cuda,cpu", help="providers for part 2 (default cuda,cpu)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads for facelab")
+    parser.add_argument(
+        "--detector-train",
+        default="scrfd_500m_kps,scrfd_2.5g_kps,scrfd_10g_kps,retinaface_mnet025,retinaface_r50",
+        help="detector variants for part 3 (comma separated; empty to skip)",
+    )
     args = parser.parse_args(argv)
     args.faces = args.faces or (48 if args.quick else 1024)
     args.repeat = args.repeat or (1 if args.quick else 5)
@@ -183,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not granted:
             print("CUDA NOT GRANTED: part 2 below runs on CPU (numbers are CPU numbers, not GPU ones)")
         _throughput_part(model, args, runtime_options)
+    _detector_training_part(args)
     return 0
 
 

@@ -65,7 +65,7 @@ DEFAULT_PACK = "open"
 MODULE_ALIASES: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
     "recognition": ("recognition",),
-    "landmarks": ("landmark_2d_106", "landmark_3d_68", "landmark_5"),
+    "landmarks": ("landmark_2d_106", "landmark_3d_68", "landmark_5", "landmark_2d_68", "landmark_2d_98"),
     "landmark_2d_106": ("landmark_2d_106",),
     "landmark_3d_68": ("landmark_3d_68",),
     "landmark_5": ("landmark_5",),
@@ -134,7 +134,16 @@ def build_runner(card: Any, path: str | os.PathLike, runtime: RuntimeOptions | N
 
 
 # Order in which per-face tasks run (recognition last, so it can use refined landmarks).
-_FACE_TASK_ORDER = ("landmark_5", "landmark_2d_106", "landmark_3d_68", "genderage", "attribute", "liveness")
+_FACE_TASK_ORDER = (
+    "landmark_5",
+    "landmark_2d_106",
+    "landmark_3d_68",
+    "landmark_2d_68",  # trained with facelab train landmarks; stored in face.attributes
+    "landmark_2d_98",
+    "genderage",
+    "attribute",
+    "liveness",
+)
 
 #: Add-on tasks and the pack their models come from when the main pack has none.
 ADDON_PACKS = {"liveness": "liveness"}

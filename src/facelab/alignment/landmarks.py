@@ -83,6 +83,8 @@ def decode_landmarks(pred: np.ndarray, matrix: np.ndarray, input_size: int, lmk_
 
 
 @RUNNERS.register("landmark_2d_106")
+@RUNNERS.register("landmark_2d_68")
+@RUNNERS.register("landmark_2d_98")
 @RUNNERS.register("landmark_3d_68")
 class LandmarkRunner:
     """Regress dense landmarks inside detection boxes.

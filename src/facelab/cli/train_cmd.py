@@ -4,8 +4,13 @@ Forms::
 
     facelab train CONFIG.yaml [key=value ...]
     facelab train export CHECKPOINT OUT.onnx --license LICENCE [--name NAME] [--train-data NAME] [--opset N]
-    facelab train info [NETWORK ...]
+    facelab train info [NETWORK|DETECTOR ...]
     facelab train export-retinaface PTH OUT.onnx [--variant mobilenet0.25|RFB|slim] [--name NAME] [--opset N]
+    facelab train detect CONFIG.yaml [key=value ...]          # SCRFD / RetinaFace (facelab.train.detection)
+    facelab train landmarks CONFIG.yaml [key=value ...]       # 2D landmarks (facelab.train.landmarks)
+    facelab train export-detector RUN OUT.onnx --license LICENCE [--name NAME] [--train-data NAME] [--opset N]
+    facelab train export-landmarks RUN OUT.onnx --license LICENCE [--name NAME] [--train-data NAME] [--opset N]
+    facelab train augment-preview CONFIG.yaml OUT_DIR [--per-image N] [key=value ...]
 
 torch is imported only when one of these runs.
 """
@@ -27,13 +32,17 @@ def register(subparsers: Any) -> None:
         help="train a recognition model (needs the 'train' extra), or 'export' / 'info'",
         description=(
             "facelab train CONFIG [key=value ...] | facelab train export CHECKPOINT OUT.onnx --license L | "
-            "facelab train info [NETWORK ...] | facelab train export-retinaface PTH OUT.onnx"
+            "facelab train info [NETWORK ...] | facelab train export-retinaface PTH OUT.onnx | "
+            "facelab train detect CONFIG [key=value ...] | facelab train landmarks CONFIG [key=value ...] | "
+            "facelab train export-detector RUN OUT.onnx --license L | "
+            "facelab train export-landmarks RUN OUT.onnx --license L | "
+            "facelab train augment-preview CONFIG OUT_DIR"
         ),
     )
     p.add_argument(
         "target",
-        metavar="CONFIG|export|info|export-retinaface",
-        help="a YAML config, or the word 'export', 'info' or 'export-retinaface'",
+        metavar="CONFIG|export|info|export-retinaface|detect|landmarks|export-detector|export-landmarks|augment-preview",
+        help="a YAML config (recognition), or one of the words above",
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="key=value overrides, or the export/info arguments")
     p.set_defaults(func=_run)
@@ -70,7 +79,101 @@ def _export_retinaface_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_run_parser(kind: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"facelab train export-{kind}", description=f"Export a facelab train {kind} run to ONNX + model card."
+    )
+    p.add_argument("checkpoint", help="the run folder or its model.pt")
+    p.add_argument("out", help="the .onnx file to write (the card goes beside it as .json)")
+    p.add_argument(
+        "--license", "--licence", dest="license", required=True, help="licence of the weights (stored in the card)"
+    )
+    p.add_argument("--name", default=None, help="model card name")
+    p.add_argument("--train-data", default=None, help="training data name for the card")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    return p
+
+
+def _split_overrides(rest: list[str]) -> tuple[str, list[str]]:
+    if not rest or "=" in rest[0]:
+        raise SystemExit("facelab train: give the config file first, then key=value overrides")
+    return rest[0], list(rest[1:])
+
+
+def _run_detect(rest: list[str]) -> int:
+    from facelab.train.config import load_config
+    from facelab.train.detection.engine import DetectConfig, train_detector
+
+    path, overrides = _split_overrides(rest)
+    result = train_detector(load_config(path, overrides, cls=DetectConfig))
+    if os.environ.get("RANK", "0") == "0":
+        metrics = "; ".join(
+            f"{k}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for k, vals in result.metrics.items()
+        )
+        final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
+        sys.stdout.write(
+            f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
+            f"{'; ' + metrics if metrics else ''}\n"
+        )
+    return 0
+
+
+def _run_landmarks(rest: list[str]) -> int:
+    from facelab.train.config import load_config
+    from facelab.train.landmarks.engine import LandmarkConfig, train_landmarks
+
+    path, overrides = _split_overrides(rest)
+    result = train_landmarks(load_config(path, overrides, cls=LandmarkConfig))
+    if os.environ.get("RANK", "0") == "0":
+        metrics = "; ".join(f"{k}: NME {v['nme']:.4f}" for k, v in result.metrics.items() if "nme" in v)
+        final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
+        sys.stdout.write(
+            f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
+            f"{'; ' + metrics if metrics else ''}\n"
+        )
+    return 0
+
+
+def _run_preview(rest: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="facelab train augment-preview", description="Draw augmented detection samples.")
+    p.add_argument("config")
+    p.add_argument("out_dir")
+    p.add_argument("--per-image", type=int, default=2)
+    p.add_argument("overrides", nargs="*", help="key=value")
+    ns = p.parse_intermixed_args(rest)
+    from facelab.train.config import load_config
+    from facelab.train.detection.augment import AugmentOptions, build_augmentation, draw_augmented_samples
+    from facelab.train.detection.engine import DetectConfig, load_records
+    from facelab.train.detection.variants import get_variant
+
+    cfg = load_config(ns.config, ns.overrides, cls=DetectConfig)
+    records = load_records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
+    options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
+    pipeline = build_augmentation(cfg.augment or get_variant(cfg.model).family, options)
+    files = draw_augmented_samples(records, pipeline, ns.out_dir, per_image=ns.per_image, seed=cfg.seed)
+    sys.stdout.write(f"wrote {len(files)} samples to {ns.out_dir}\n")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.target == "detect":
+        return _run_detect(list(args.rest))
+    if args.target == "landmarks":
+        return _run_landmarks(list(args.rest))
+    if args.target == "augment-preview":
+        return _run_preview(list(args.rest))
+    if args.target in ("export-detector", "export-landmarks"):
+        kind = args.target.split("-", 1)[1]
+        ns = _export_run_parser(kind).parse_args(args.rest)
+        if kind == "detector":
+            from facelab.train.detection.export import export_detector as exporter
+        else:
+            from facelab.train.landmarks.export import export_landmarks as exporter
+        card = exporter(
+            ns.checkpoint, ns.out, license=ns.license, name=ns.name, train_data=ns.train_data, opset=ns.opset
+        )
+        sys.stdout.write(f"wrote {ns.out} and its card {card.name}\n")
+        return 0
     if args.target == "export-retinaface":
         ns = _export_retinaface_parser().parse_args(args.rest)
         from facelab.train.detectors.retinaface_mnet import export_retinaface
@@ -88,9 +191,26 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"wrote {ns.out} and its card {card.name}\n")
         return 0
     if args.target == "info":
-        from facelab.train.backbones import info_table
+        from facelab.train.backbones import info_table, list_backbones
+        from facelab.train.detection.variants import DETECTOR_VARIANTS
+        from facelab.train.detection.variants import info_table as detector_table
 
-        sys.stdout.write(info_table(args.rest or None) + "\n")
+        names = list(args.rest)
+        detectors = [n for n in names if n in DETECTOR_VARIANTS]
+        networks = [n for n in names if n not in DETECTOR_VARIANTS]
+        unknown = [
+            n for n in networks if n not in list_backbones() and n not in ("r18", "r34", "r50", "r100", "r200", "mbf")
+        ]
+        if unknown:
+            from facelab.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown network or detector {unknown[0]!r}; detectors: {', '.join(DETECTOR_VARIANTS.names())}"
+            )
+        if networks or not names:
+            sys.stdout.write(info_table(networks or None) + "\n")
+        if detectors or not names:
+            sys.stdout.write(("\n" if not names else "") + detector_table(detectors or None) + "\n")
         return 0
     from facelab.train.config import load_config
     from facelab.train.engine import train

@@ -1,9 +1,16 @@
 """Typed training configuration: a dataclass, YAML files and ``key=value`` overrides.
 
 Fields mirror arcface_torch's ``configs/base.py`` (same names and defaults where they exist).
-Precedence: dataclass defaults < YAML file < command-line ``key=value`` overrides. Values of
-overrides are parsed as YAML scalars/lists (``fp16=true``, ``margin_list=[1.0,0.0,0.4]``) and then
-checked against the field's type; an unknown key is an error naming the known ones.
+Precedence: dataclass defaults < YAML file (after the files it names in ``_base_``) < command-line
+``key=value`` overrides. Values of overrides are parsed as YAML scalars/lists (``fp16=true``,
+``margin_list=[1.0,0.0,0.4]``) and then checked against the field's type; an unknown key is an
+error naming the known ones.
+
+The same machinery serves every training task: :func:`load_config` and :func:`apply_overrides`
+take the config dataclass (``cls=``; :class:`TrainConfig` for recognition, the detection and
+landmark rooms pass their own). A YAML file may start from other files with
+``_base_: base.yaml`` (or a list of them, paths relative to the file), so a published variant
+is one base plus a few overridden keys.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 
 from facelab.errors import ConfigError
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "read_yaml_config"]
 
 
 @dataclass
@@ -92,11 +99,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_HINTS = typing.get_type_hints(TrainConfig)
+_HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _coerce(key: str, value: Any) -> Any:
-    hint = _HINTS[key]
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _coerce(key: str, value: Any, cls: type = TrainConfig) -> Any:
+    hint = _hints(cls)[key]
     origin = typing.get_origin(hint)
     try:
         if hint is bool:
@@ -128,8 +141,8 @@ def _coerce(key: str, value: Any) -> Any:
     raise ConfigError(f"config: {key}={value!r} is not a valid {getattr(hint, '__name__', hint)}")
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | list[str]) -> TrainConfig:
-    """Set fields from a dict or from ``["key=value", ...]`` strings (values parsed as YAML)."""
+def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:
+    """Set fields of a config dataclass from a dict or from ``["key=value", ...]`` strings (values parsed as YAML)."""
     import yaml
 
     if isinstance(overrides, list):
@@ -140,27 +153,56 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | list[str]) -> 
             key, raw = item.split("=", 1)
             parsed[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
         overrides = parsed
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name for f in fields(cfg)}
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"config: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
-        setattr(cfg, key, _coerce(key, value))
+        setattr(cfg, key, _coerce(key, value, type(cfg)))
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file ``path`` (a mapping), then ``overrides``; validated."""
+def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file, merged over the files its ``_base_`` key names.
+
+    Args:
+        path: the YAML file. ``_base_`` (a path or a list of paths, relative to this file) is
+            read first, in order; this file's own keys win.
+
+    Raises:
+        ConfigError: missing file, not a mapping, or a ``_base_`` cycle.
+    """
     import yaml
 
-    cfg = TrainConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    if p.resolve() in _seen:
+        raise ConfigError(f"config file {p}: _base_ cycle through {[str(s) for s in _seen]}")
+    try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of key: value")
-        apply_overrides(cfg, data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of key: value")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else list(bases):
+        merged.update(read_yaml_config(p.parent / str(base), (*_seen, p.resolve())))
+    merged.update(data)
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None, cls: type = TrainConfig
+) -> Any:
+    """Defaults of ``cls``, then the YAML file ``path`` (a mapping, with its ``_base_`` files), then ``overrides``.
+
+    Returns:
+        The validated config (``cls.validate()`` is called when ``cls`` has it).
+    """
+    cfg = cls()
+    if path is not None:
+        apply_overrides(cfg, read_yaml_config(path))
     if overrides:
         apply_overrides(cfg, overrides)
-    return cfg.validate()
+    return cfg.validate() if hasattr(cfg, "validate") else cfg

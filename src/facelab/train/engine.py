@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -26,21 +25,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from facelab.errors import FacelabError
 from facelab.ops.normalize import INSIGHTFACE_ARCFACE
 from facelab.train.backbones import create_backbone
 from facelab.train.config import TrainConfig
 from facelab.train.data import ShardSampler, build_dataset, normalize_batch
+from facelab.train.loop import TrainingError, atomic_save, checkpoint_path, rng_state, set_rng_state, world_info
 from facelab.train.margins import CombinedMarginLoss
 from facelab.train.partial_fc import PartialFC, allreduce_gradients
 
 __all__ = ["TrainingError", "TrainResult", "train", "poly_warmup_lr", "init_distributed", "checkpoint_path"]
 
 _logger = logging.getLogger(__name__)
-
-
-class TrainingError(FacelabError, RuntimeError):
-    """Training cannot continue (e.g. the loss became NaN/inf)."""
 
 
 @dataclass
@@ -64,39 +59,12 @@ def poly_warmup_lr(step: int, base_lr: float, warmup_steps: int, total_steps: in
 
 def init_distributed() -> tuple[int, int, int]:
     """Initialise torch.distributed from the torchrun environment; ``(rank, local_rank, world_size)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, init_method="env://")
-    if dist.is_initialized():
-        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
-    return 0, 0, 1
+    return world_info()
 
 
-def checkpoint_path(output: str | Path, rank: int) -> Path:
-    """Where rank ``rank`` keeps its checkpoint."""
-    return Path(output) / f"checkpoint_rank{rank}.pt"
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+_atomic_save = atomic_save
+_rng_state = rng_state
+_set_rng_state = set_rng_state
 
 
 def _resolve_val(cfg: TrainConfig, name: str) -> Path:

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from facelab.errors import ConfigError, ModelNotFoundError
-from facelab.zoo.card import TASKS, ModelCard, PackCard
+from facelab.zoo.card import ModelCard, PackCard, is_known_task
 
 __all__ = [
     "ADDON_TASKS",
@@ -86,7 +86,7 @@ def card_problems(card: ModelCard) -> list[str]:
     problems: list[str] = []
     if not _NAME.match(card.name or ""):
         problems.append(f"{where}: name must look like 'arch.tag'")
-    if card.task not in TASKS:
+    if not is_known_task(card.task):
         problems.append(f"{where}: unknown task {card.task!r}")
     if not card.arch:
         problems.append(f"{where}: arch is empty")

@@ -15,7 +15,7 @@ from typing import Any
 from facelab.errors import ConfigError
 from facelab.ops.normalize import Normalization
 
-__all__ = ["FileSpec", "ModelCard", "PackCard", "TASKS"]
+__all__ = ["FileSpec", "ModelCard", "PackCard", "TASKS", "is_known_task"]
 
 #: Tasks a model card may declare.
 TASKS = (
@@ -28,7 +28,14 @@ TASKS = (
     "swap",
     "landmark_5",
     "liveness",
+    "landmark_2d_68",
+    "landmark_2d_98",
 )
+
+
+def is_known_task(task: str) -> bool:
+    """Whether ``task`` is one of :data:`TASKS` or a 2D landmark task ``landmark_2d_<N>`` of any point count."""
+    return task in TASKS or (task.startswith("landmark_2d_") and task[len("landmark_2d_") :].isdigit())
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
+        if not is_known_task(self.task):
             raise ConfigError(f"model card {self.name!r}: unknown task {self.task!r}; expected one of {TASKS}")
         if not self.license:
             raise ConfigError(f"model card {self.name!r}: the licence is mandatory")

@@ -62,26 +62,31 @@ _logger = logging.getLogger(__name__)
 # point-wise convolution of a depth-wise separable block).
 
 
-def _conv3x3_bn(cin: int, cout: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
+def _act(leaky: float) -> nn.Module:
+    """ReLU, or LeakyReLU(``leaky``) (biubug6/Pytorch_Retinaface's MobileNet uses 0.1)."""
+    return nn.LeakyReLU(leaky, inplace=True) if leaky else nn.ReLU(inplace=True)
+
+
+def _conv3x3_bn(cin: int, cout: int, stride: int = 1, relu: bool = True, leaky: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
     if relu:
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(_act(leaky))
     return nn.Sequential(*layers)
 
 
-def _conv1x1_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _conv1x1_bn(cin: int, cout: int, leaky: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout), _act(leaky))
 
 
-def _separable_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+def _separable_bn(cin: int, cout: int, stride: int, leaky: float = 0.0) -> nn.Sequential:
     """Depth-wise 3x3 + BN + ReLU, point-wise 1x1 + BN + ReLU (keys 0, 1, 3, 4)."""
     return nn.Sequential(
         nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
         nn.BatchNorm2d(cin),
-        nn.ReLU(inplace=True),
+        _act(leaky),
         nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
         nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
+        _act(leaky),
     )
 
 
@@ -100,12 +105,13 @@ def _flatten(x: torch.Tensor, cols: int) -> torch.Tensor:
 
 
 def _outputs(
-    locs: list[torch.Tensor], confs: list[torch.Tensor], landms: list[torch.Tensor]
+    locs: list[torch.Tensor], confs: list[torch.Tensor], landms: list[torch.Tensor], softmax: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenated ``(loc, conf, landms)``; ``conf`` softmaxed unless ``softmax`` is false (training logits)."""
     loc = torch.cat([_flatten(t, 4) for t in locs], dim=1)
     conf = torch.cat([_flatten(t, 2) for t in confs], dim=1)
     lm = torch.cat([_flatten(t, 10) for t in landms], dim=1)
-    return loc, F.softmax(conf, dim=-1), lm
+    return loc, F.softmax(conf, dim=-1) if softmax else conf, lm
 
 
 # ----------------------------------------------------------------------------- MobileNet0.25
@@ -114,18 +120,20 @@ def _outputs(
 class _MobileNetBody(nn.Module):
     """MobileNetV1 x0.25 trunk; returns the stride-8, 16 and 32 feature maps (64, 128, 256 ch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaky: float = 0.0) -> None:
         super().__init__()
         self.stage1 = nn.Sequential(
-            _conv3x3_bn(3, 8, 2),
-            _separable_bn(8, 16, 1),
-            _separable_bn(16, 32, 2),
-            _separable_bn(32, 32, 1),
-            _separable_bn(32, 64, 2),
-            _separable_bn(64, 64, 1),
+            _conv3x3_bn(3, 8, 2, leaky=leaky),
+            _separable_bn(8, 16, 1, leaky),
+            _separable_bn(16, 32, 2, leaky),
+            _separable_bn(32, 32, 1, leaky),
+            _separable_bn(32, 64, 2, leaky),
+            _separable_bn(64, 64, 1, leaky),
         )
-        self.stage2 = nn.Sequential(_separable_bn(64, 128, 2), *[_separable_bn(128, 128, 1) for _ in range(5)])
-        self.stage3 = nn.Sequential(_separable_bn(128, 256, 2), _separable_bn(256, 256, 1))
+        self.stage2 = nn.Sequential(
+            _separable_bn(64, 128, 2, leaky), *[_separable_bn(128, 128, 1, leaky) for _ in range(5)]
+        )
+        self.stage3 = nn.Sequential(_separable_bn(128, 256, 2, leaky), _separable_bn(256, 256, 1, leaky))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         c3 = self.stage1(x)
@@ -137,13 +145,13 @@ class _MobileNetBody(nn.Module):
 class _FPN(nn.Module):
     """Lateral 1x1 convs, top-down nearest upsampling + add, 3x3 merge on the two finer levels."""
 
-    def __init__(self, in_channels: tuple[int, ...], out_channels: int) -> None:
+    def __init__(self, in_channels: tuple[int, ...], out_channels: int, leaky: float = 0.0) -> None:
         super().__init__()
-        self.output1 = _conv1x1_bn(in_channels[0], out_channels)
-        self.output2 = _conv1x1_bn(in_channels[1], out_channels)
-        self.output3 = _conv1x1_bn(in_channels[2], out_channels)
-        self.merge1 = _conv3x3_bn(out_channels, out_channels)
-        self.merge2 = _conv3x3_bn(out_channels, out_channels)
+        self.output1 = _conv1x1_bn(in_channels[0], out_channels, leaky)
+        self.output2 = _conv1x1_bn(in_channels[1], out_channels, leaky)
+        self.output3 = _conv1x1_bn(in_channels[2], out_channels, leaky)
+        self.merge1 = _conv3x3_bn(out_channels, out_channels, leaky=leaky)
+        self.merge2 = _conv3x3_bn(out_channels, out_channels, leaky=leaky)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         p3, p4, p5 = self.output1(feats[0]), self.output2(feats[1]), self.output3(feats[2])
@@ -155,13 +163,13 @@ class _FPN(nn.Module):
 class _SSH(nn.Module):
     """SSH context module: 3x3 (C/2) ‖ 5x5 as two 3x3 (C/4) ‖ 7x7 as three 3x3 (C/4), then ReLU."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, leaky: float = 0.0) -> None:
         super().__init__()
         half, quarter = channels // 2, channels // 4
         self.conv3X3 = _conv3x3_bn(channels, half, relu=False)
-        self.conv5X5_1 = _conv3x3_bn(channels, quarter)
+        self.conv5X5_1 = _conv3x3_bn(channels, quarter, leaky=leaky)
         self.conv5X5_2 = _conv3x3_bn(quarter, quarter, relu=False)
-        self.conv7X7_2 = _conv3x3_bn(quarter, quarter)
+        self.conv7X7_2 = _conv3x3_bn(quarter, quarter, leaky=leaky)
         self.conv7x7_3 = _conv3x3_bn(quarter, quarter, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,14 +191,21 @@ class RetinaFaceMNet(nn.Module):
     """RetinaFace with a MobileNetV1-0.25 trunk, FPN (64 ch), SSH and 1x1 heads, 2 priors per cell.
 
     ``forward(x)`` takes ``(N, 3, H, W)`` normalised BGR and returns ``(loc (N, P, 4),
-    conf (N, P, 2) softmaxed, landms (N, P, 10))``.
+    conf (N, P, 2), landms (N, P, 10))``; ``conf`` is softmaxed in eval mode and raw logits in
+    training mode (as biubug6's ``phase``).
+
+    Args:
+        anchors: priors per cell.
+        channels: FPN / SSH width.
+        leaky: negative slope of the activations (0 = ReLU, as Face-Detector-1MB-with-landmark;
+            biubug6/Pytorch_Retinaface's MobileNet0.25 uses 0.1).
     """
 
-    def __init__(self, anchors: int = 2, channels: int = 64) -> None:
+    def __init__(self, anchors: int = 2, channels: int = 64, leaky: float = 0.0) -> None:
         super().__init__()
-        self.body = _MobileNetBody()
-        self.fpn = _FPN((64, 128, 256), channels)
-        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels), _SSH(channels), _SSH(channels)
+        self.body = _MobileNetBody(leaky)
+        self.fpn = _FPN((64, 128, 256), channels, leaky)
+        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
         self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
         self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
         self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
@@ -203,6 +218,7 @@ class RetinaFaceMNet(nn.Module):
             [h(f) for h, f in zip(self.BboxHead, feats)],
             [h(f) for h, f in zip(self.ClassHead, feats)],
             [h(f) for h, f in zip(self.LandmarkHead, feats)],
+            softmax=not self.training,
         )
 
 
@@ -298,6 +314,7 @@ class SlimDetector(nn.Module):
             [m(f) for m, f in zip(self.loc, feats)],
             [m(f) for m, f in zip(self.conf, feats)],
             [m(f) for m, f in zip(self.landm, feats)],
+            softmax=not self.training,
         )
 
 
