@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FacelabError",
     "ImageError",
+    "ImageTooLargeError",
     "ModelError",
     "ModelNotFoundError",
     "DownloadError",
@@ -25,6 +26,10 @@ class FacelabError(Exception):
 
 class ImageError(FacelabError, ValueError):
     """An image could not be read: empty, truncated, not an image, too large, or of an unusable layout."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image is over the decoded-pixel limit (checked from its header, before decoding)."""
 
 
 class ModelError(FacelabError):
