@@ -77,7 +77,7 @@ class AuthMiddleware:
         self.buckets = _Buckets(rate_limit) if rate_limit > 0 else None
         self.retry_after = str(retry_after_s)
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:  # noqa: D102 - ASGI
         if scope["type"] != "http" or not self.enabled or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return

@@ -38,10 +38,10 @@ _MAGIC = (
 
 
 def sniff_media_type(data: bytes) -> str | None:
-    """The image type of ``data`` from its first bytes, or ``None``.
+    r"""The image type of ``data`` from its first bytes, or ``None``.
 
     Example:
-        >>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n...."), sniff_media_type(b"hello")
+        >>> sniff_media_type(b"\x89PNG\r\n\x1a\n...."), sniff_media_type(b"hello")
         ('image/png', None)
     """
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":

@@ -7,7 +7,7 @@ a worker of the shared pool: :meth:`FaceAnalyzer.detect_faces`, :meth:`FaceAnaly
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -47,9 +47,9 @@ def _by_area(faces: list) -> list:
 @router.post("/v1/detect", response_model=DetectResponse, dependencies=[Depends(require_multipart)])
 async def detect(
     request: Request,
-    image: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or TIFF"),
-    max_faces: int = Form(100, ge=1, le=100),
-    state: ServiceState = Depends(get_state),
+    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
+    state: Annotated[ServiceState, Depends(get_state)],
+    max_faces: Annotated[int, Form(ge=1, le=100)] = 100,
 ) -> Any:
     """Find faces: boxes (pixels and normalised), five landmarks, score and quality, largest first."""
     state.require_ready()
@@ -74,10 +74,10 @@ async def detect(
 @router.post("/v1/analyze", response_model=AnalyzeResponse, dependencies=[Depends(require_multipart)])
 async def analyze(
     request: Request,
-    image: UploadFile = File(...),
-    max_faces: int = Form(100, ge=1, le=100),
-    embeddings: bool = Form(False, description="include each face's L2-normalised embedding"),
-    state: ServiceState = Depends(get_state),
+    image: Annotated[UploadFile, File()],
+    state: Annotated[ServiceState, Depends(get_state)],
+    max_faces: Annotated[int, Form(ge=1, le=100)] = 100,
+    embeddings: Annotated[bool, Form(description="include each face's L2-normalised embedding")] = False,
 ) -> Any:
     """Every model of the pack on every face (landmarks, attributes, embeddings)."""
     state.require_ready()
@@ -116,11 +116,11 @@ def one_face(state: ServiceState, data: bytes, field: str, metric: str) -> tuple
 @router.post("/v1/compare", response_model=CompareResponse, dependencies=[Depends(require_multipart)])
 async def compare(
     request: Request,
-    source: UploadFile = File(...),
-    target: UploadFile = File(...),
-    threshold: float | None = Form(None, ge=-1.0, le=1.0, description="default: the pack's same-person threshold"),
-    selection: str = Form("largest", description="largest | center_largest"),
-    state: ServiceState = Depends(get_state),
+    source: Annotated[UploadFile, File()],
+    target: Annotated[UploadFile, File()],
+    state: Annotated[ServiceState, Depends(get_state)],
+    threshold: Annotated[float | None, Form(ge=-1.0, le=1.0, description="default: the pack's threshold")] = None,
+    selection: Annotated[str, Form(description="largest | center_largest")] = "largest",
 ) -> Any:
     """1:1: the selected face of each image, their cosine similarity and the match decision (``>=``)."""
     state.require_ready()
@@ -149,9 +149,9 @@ async def compare(
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, dependencies=[Depends(require_multipart)])
 async def embeddings(
     request: Request,
-    image: UploadFile = File(...),
-    selection: str = Form("largest"),
-    state: ServiceState = Depends(get_state),
+    image: Annotated[UploadFile, File()],
+    state: Annotated[ServiceState, Depends(get_state)],
+    selection: Annotated[str, Form()] = "largest",
 ) -> Any:
     """The L2-normalised embedding of the selected face, with the model that made it."""
     state.require_ready()
@@ -186,10 +186,10 @@ def _swapper(state: ServiceState) -> Any:
     responses={200: {"content": {"image/jpeg": {}}, "description": "the target image with swapped faces"}},
 )
 async def swap(
-    target: UploadFile = File(..., description="the photo whose faces are replaced"),
-    source: UploadFile = File(..., description="a photo of the identity to put in"),
-    all_faces: bool = Form(True, description="swap every face of the target (else the largest)"),
-    state: ServiceState = Depends(get_state),
+    target: Annotated[UploadFile, File(description="the photo whose faces are replaced")],
+    source: Annotated[UploadFile, File(description="a photo of the identity to put in")],
+    state: Annotated[ServiceState, Depends(get_state)],
+    all_faces: Annotated[bool, Form(description="swap every face of the target (else the largest)")] = True,
 ) -> Response:
     """Put the source identity onto the target's faces with the user-supplied inswapper model (JPEG)."""
     state.require_ready()

@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +20,7 @@ router = APIRouter()
 
 
 @router.get("/v1/health", response_model=HealthResponse, tags=["system"])
-def health(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+def health(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> Any:
     """Readiness: 200 ``ready`` once the models are loaded, else 503 ``not_ready`` (no key needed)."""
     body = {"status": "ready", "auth_enabled": state.settings.auth, "version": __version__}
     if not state.ready:
@@ -55,7 +55,7 @@ def _model_summary(state: ServiceState) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/models", tags=["system"])
-def models(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+def models(state: Annotated[ServiceState, Depends(get_state)]) -> dict[str, Any]:
     """The loaded pack: models, licences, execution providers and the same-person threshold."""
     state.require_ready()
     fa = state.analyzer
@@ -63,7 +63,7 @@ def models(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
 
 
 @router.get("/v1/system", tags=["system"])
-def system(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+def system(state: Annotated[ServiceState, Depends(get_state)]) -> dict[str, Any]:
     """Diagnostics (admin): platform, runtime, models, gallery counts, safe settings, recent errors."""
     try:
         import onnxruntime as ort
@@ -95,7 +95,7 @@ def system(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(state: ServiceState = Depends(get_state)) -> Response:
+def metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Response:
     """Prometheus text exposition (admin)."""
     state.metrics.queue_depth.set(state.pool.depth)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
