@@ -2,7 +2,7 @@
 
 Rules (first match wins): the health route, the web page and its assets and the OpenAPI document
 are public; ``/v1/system`` and ``/metrics`` need ``admin``; ``GET``/``HEAD`` need ``read``; the
-compute routes that change nothing (detect, analyze, compare, embeddings, liveness, search) need
+compute routes that change nothing (detect, analyze, compare, embeddings, liveness, swap, search) need
 ``read``; every other method needs ``write``. Keys come as ``Authorization: Bearer <key>`` or
 ``x-api-key: <key>``. Missing → 401 ``unauthorized``; unknown or revoked → 401 ``invalid_api_key``;
 too weak → 403 ``forbidden``; over the per-key rate → 429 ``rate_limited``.
@@ -25,7 +25,7 @@ PUBLIC_PATHS = ("/v1/health", "/", "/index.html", "/openapi.json", "/favicon.ico
 _PUBLIC_PREFIXES = ("/assets/",)
 _ADMIN = ("/v1/system", "/metrics")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-_READ_POSTS = re.compile(r"^/v1/(detect|analyze|compare|embeddings|liveness|collections/[^/]+/search)$")
+_READ_POSTS = re.compile(r"^/v1/(detect|analyze|compare|embeddings|liveness|swap|collections/[^/]+/search)$")
 
 
 def required_scope(method: str, path: str) -> str | None:
