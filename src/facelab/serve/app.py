@@ -50,6 +50,7 @@ def _load_models(state: ServiceState) -> None:
             runtime = RuntimeOptions(intra_op_threads=settings.threads)
             state.analyzer = FaceAnalyzer(settings.pack, runtime=runtime, max_pixels=settings.max_pixels)
         if state.gallery is None:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
             state.gallery = _open_gallery(settings.gallery)
         state.ready = True
         _logger.info(
@@ -61,12 +62,9 @@ def _load_models(state: ServiceState) -> None:
 
 
 def _open_gallery(url: str) -> Any:
-    try:
-        from facelab.gallery import open_gallery
-    except ImportError:
-        _logger.warning("facelab.gallery is not available; gallery routes answer 503")
-        return None
-    return open_gallery(url)
+    from facelab.gallery import Gallery
+
+    return Gallery.open(url)
 
 
 def create_app(settings: ServeSettings | None = None, *, analyzer: Any = None, gallery: Any = None) -> FastAPI:

@@ -64,6 +64,7 @@ class ServiceState:
     analyzer: Any = None
     gallery: Any = None
     swapper: Any = None
+    liveness_check: Any = None
     ready: bool = False
     started_at: float = field(default_factory=time.time)
     load_error: str | None = None
