@@ -283,3 +283,113 @@ class Client:
         return self.request(
             "POST", "/v1/swap", files={"target": _image_part(target), "source": _image_part(source)}, raw=True
         )
+
+    # gallery --------------------------------------------------------------------------------
+
+    def create_collection(self, collection_id: str, **fields: Any) -> dict[str, Any]:
+        """Create a collection (``threshold``, ``save_face_crops``, ``metadata``)."""
+        return self.request("POST", "/v1/collections", json_body={"id": collection_id, **fields})
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every collection (follows the cursors)."""
+        return self._all("/v1/collections", "collections")
+
+    def collection(self, collection_id: str) -> dict[str, Any]:
+        """One collection."""
+        return self.request("GET", f"/v1/collections/{_q(collection_id)}")
+
+    def update_collection(self, collection_id: str, **changes: Any) -> dict[str, Any]:
+        """Change ``threshold``, ``save_face_crops`` or ``metadata``."""
+        return self.request("PATCH", f"/v1/collections/{_q(collection_id)}", json_body=changes)
+
+    def delete_collection(self, collection_id: str, force: bool = False) -> None:
+        """Delete a collection (``force`` when it has persons)."""
+        self.request("DELETE", f"/v1/collections/{_q(collection_id)}", params={"force": str(force).lower()})
+
+    def enroll(
+        self,
+        collection_id: str,
+        name: str,
+        images: list[str | os.PathLike | bytes],
+        *,
+        external_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        review_mode: str = "standard",
+    ) -> dict[str, Any]:
+        """Create a person from 1-20 photos; returns the person, accepted and rejected images."""
+        return self.request(
+            "POST",
+            f"/v1/collections/{_q(collection_id)}/persons",
+            files={"images": [_image_part(i) for i in images]},
+            fields={"name": name, "external_id": external_id, "metadata": metadata, "review_mode": review_mode},
+        )
+
+    def add_faces(self, collection_id: str, person_id: int, images: list[str | os.PathLike | bytes]) -> dict[str, Any]:
+        """Add photos to a person."""
+        return self.request(
+            "POST",
+            f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}/faces",
+            files={"images": [_image_part(i) for i in images]},
+        )
+
+    def persons(self, collection_id: str, search: str | None = None) -> list[dict[str, Any]]:
+        """Every person of a collection (follows the cursors)."""
+        return self._all(f"/v1/collections/{_q(collection_id)}/persons", "persons", {"search": search})
+
+    def person(self, collection_id: str, person_id: int) -> dict[str, Any]:
+        """One person."""
+        return self.request("GET", f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}")
+
+    def update_person(self, collection_id: str, person_id: int, **changes: Any) -> dict[str, Any]:
+        """Change ``name``, ``external_id`` or ``metadata``."""
+        return self.request("PATCH", f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}", json_body=changes)
+
+    def delete_person(self, collection_id: str, person_id: int) -> None:
+        """Delete a person and all their face data."""
+        self.request("DELETE", f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}")
+
+    def merge_persons(self, collection_id: str, into: int, others: list[int]) -> dict[str, Any]:
+        """Move the faces of ``others`` to ``into``."""
+        return self.request(
+            "POST", f"/v1/collections/{_q(collection_id)}/persons/{int(into)}/merge", json_body={"others": others}
+        )
+
+    def faces(self, collection_id: str, person_id: int) -> list[dict[str, Any]]:
+        """A person's stored faces."""
+        path = f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}/faces"
+        return self.request("GET", path)["faces"]
+
+    def face_image(self, collection_id: str, person_id: int, face_id: int) -> bytes:
+        """A stored face crop (JPEG bytes)."""
+        path = f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}/faces/{int(face_id)}/image"
+        return self.request("GET", path, raw=True)
+
+    def delete_face(self, collection_id: str, person_id: int, face_id: int) -> None:
+        """Delete one stored face."""
+        self.request("DELETE", f"/v1/collections/{_q(collection_id)}/persons/{int(person_id)}/faces/{int(face_id)}")
+
+    def search(
+        self, collection_id: str, image: str | os.PathLike | bytes, limit: int = 5, threshold: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Who is in this photo: per face, its ``identity`` (or ``None``) and top ``matches``."""
+        body = self.request(
+            "POST",
+            f"/v1/collections/{_q(collection_id)}/search",
+            files={"image": _image_part(image)},
+            fields={"limit": limit, "threshold": threshold},
+        )
+        return body["faces"]
+
+    def _all(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            body = self.request("GET", path, params={**(params or {}), "limit": 100, "cursor": cursor})
+            out += body[key]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return out
+
+
+def _q(text: str) -> str:
+    return urllib.parse.quote(str(text), safe="")

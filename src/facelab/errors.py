@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "GalleryError",
     "ContractMismatchError",
+    "GalleryNotFoundError",
 ]
 
 
@@ -64,6 +65,10 @@ class GalleryError(FacelabError):
     The file or server is not a facelab gallery, is corrupt, was written by a newer facelab, or
     the request conflicts with what it holds (an unknown person or collection, a duplicate name).
     """
+
+
+class GalleryNotFoundError(GalleryError, LookupError):
+    """A gallery has no collection, person, face or image with the given name or id."""
 
 
 class ContractMismatchError(GalleryError):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from facelab.errors import ContractMismatchError, GalleryError
+from facelab.errors import ContractMismatchError, GalleryError, GalleryNotFoundError
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.routes.compute import require_multipart
 from facelab.serve.state import ServiceState, get_state, read_upload
@@ -104,7 +104,9 @@ def _next(state: ServiceState, list_name: str, offset: int, limit: int, got: int
     return state.cursors.sign({"list": list_name, "offset": offset + limit}) if got > limit else None
 
 
-def _gallery_errors(exc: GalleryError) -> ApiError:
+def _gallery_errors(exc: GalleryError, missing: str = "not_found") -> ApiError:
+    if isinstance(exc, GalleryNotFoundError):
+        return ApiError(404, missing, str(exc)[:400])
     if isinstance(exc, ContractMismatchError):
         return ApiError(409, "collection_model_mismatch", str(exc)[:400])
     return ApiError(409, "conflict", str(exc)[:400])
@@ -263,7 +265,7 @@ async def _enroll(state: ServiceState, coll: Any, uploads: list[UploadFile], rev
                     **target,
                 )
             except GalleryError as exc:
-                raise _gallery_errors(exc) from exc
+                raise _gallery_errors(exc, "person_not_found") from exc
 
     result = await state.pool.run(work)
     body = _enrollment_out(result, uploads, coll)
