@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-auth", action="store_true", help="turn API keys off (only on a trusted network)")
     p.add_argument("--cors-origin", action="append", dest="cors_origins", help="allow this browser origin (repeat)")
     p.add_argument("--swap-model", type=Path, help="inswapper_128-style model for /v1/swap")
+    p.add_argument(
+        "--library", action="append", type=Path, help="a photo-library folder that index jobs may index (repeat)"
+    )
     p.add_argument("--liveness", action="store_true", help="load the liveness models (/v1/liveness, enrollment gate)")
     p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON objects")
     p.set_defaults(func=_serve)
@@ -104,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
         auth=False if args.no_auth else None,
         cors_origins=tuple(args.cors_origins) if args.cors_origins else None,
         swap_model=args.swap_model,
+        library=tuple(args.library) if args.library else None,
         liveness=True if args.liveness else None,
         log_format=args.log_format,
     )

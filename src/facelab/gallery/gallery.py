@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +175,9 @@ class Gallery:
         self.precision = precision
         self.index_kind = index
         self._live: dict[int, _Live] = {}
+        # One gallery may serve several threads (the service's workers, an index job): the
+        # in-memory indexes are read and changed only under this lock.
+        self._lock = threading.RLock()
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -244,7 +248,8 @@ class Gallery:
         """Delete a collection and everything in it."""
         coll = self.collection(name)
         self.store.delete_collection(coll.id)
-        self._live.pop(coll.id, None)
+        with self._lock:
+            self._live.pop(coll.id, None)
         self.store.erase_deleted()
 
     def ensure_contract(self, collection: Collection, contract: EmbeddingContract) -> Collection:
@@ -266,24 +271,29 @@ class Gallery:
         ``apply(index)`` replays the change; it runs only when the transaction's revision follows
         the index's directly (no other writer in between).
         """
-        live = self._live.get(collection_id)
-        new = tx.revisions.get(collection_id)
-        if live is None or new is None:
-            return
-        if new != live.revision + 1:
-            self._live.pop(collection_id, None)
-            return
-        try:
-            apply(live.index)
-            live.revision = new
-        except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
-            _logger.exception("in-memory index update failed; it will be rebuilt from the store")
-            self._live.pop(collection_id, None)
+        with self._lock:
+            live = self._live.get(collection_id)
+            new = tx.revisions.get(collection_id)
+            if live is None or new is None:
+                return
+            if new != live.revision + 1:
+                self._live.pop(collection_id, None)
+                return
+            try:
+                apply(live.index)
+                live.revision = new
+            except Exception:  # noqa: BLE001 - the store is right; rebuild the index from it next time
+                _logger.exception("in-memory index update failed; it will be rebuilt from the store")
+                self._live.pop(collection_id, None)
 
     def index_for(self, collection: Collection) -> Any:
         """The collection's in-memory index, rebuilt from the store when it is behind."""
         from facelab.gallery.search import make_index
 
+        with self._lock:
+            return self._index_locked(collection, make_index)
+
+    def _index_locked(self, collection: Collection, make_index: Callable[..., Any]) -> Any:
         live = self._live.get(collection.id)
         if live is not None and live.revision == self.store.revision(collection.id):
             return live.index
@@ -543,6 +553,10 @@ class Gallery:
     def _person_hits(self, coll: Collection, queries: np.ndarray, k: int, exact: bool | None):
         if self.search_engine == "database":
             return self.store.search_persons_db(coll.id, coll.contract.dim, queries, k, exact=bool(exact))
+        with self._lock:
+            return self._memory_person_hits(coll, queries, k)
+
+    def _memory_person_hits(self, coll: Collection, queries: np.ndarray, k: int) -> list:
         index = self.index_for(coll)
         out = []
         for q in queries:
@@ -571,10 +585,12 @@ class Gallery:
                 coll.id, coll.contract.dim, queries, k, exact=bool(exact), assigned_only=False
             )
             return [[FaceMatch(f, p, s) for f, p, s in hits] for hits in raw]
-        index = self.index_for(coll)
+        with self._lock:
+            index = self.index_for(coll)
+            found = index.search(queries, k)
+            groups_of = [index.groups_of(h.ids) if len(h.ids) else np.zeros(0, np.int64) for h in found]
         out = []
-        for hits in index.search(queries, k):
-            groups = index.groups_of(hits.ids) if len(hits.ids) else np.zeros(0, np.int64)
+        for hits, groups in zip(found, groups_of):
             out.append(
                 [
                     FaceMatch(int(f), int(g) if g >= 0 else None, float(s))

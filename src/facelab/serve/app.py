@@ -52,6 +52,10 @@ def _load_models(state: ServiceState) -> None:
         if state.gallery is None:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
             state.gallery = _open_gallery(settings.gallery)
+        if state.gallery:
+            from facelab.serve.jobs import JobManager
+
+            state.jobs = JobManager(state)
         state.ready = True
         _logger.info(
             "facelab serve ready: pack %s, gallery %s", state.analyzer.pack_name, state.settings.public()["gallery"]
@@ -101,6 +105,8 @@ def create_app(settings: ServeSettings | None = None, *, analyzer: Any = None, g
         loader = threading.Thread(target=_load_models, args=(state,), name="facelab-load", daemon=True)
         loader.start()
         yield
+        if state.jobs is not None:
+            state.jobs.close()
         state.pool.shutdown()
         close = getattr(state.gallery, "close", None)
         if close is not None:

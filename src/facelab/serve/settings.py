@@ -46,6 +46,8 @@ class ServeSettings:
         max_enroll_images: images per enrollment request (20).
         max_faces: most faces returned by ``/v1/detect`` (100).
         swap_model: path of an ``inswapper_128``-style model for ``/v1/swap`` (none = route disabled).
+        library: photo-library folders that ``/v1/index`` jobs may index (by number; clients name
+            folders inside them, never other server paths).
         liveness: load the liveness models for ``/v1/liveness`` and enrollment gates, when available.
         rate_limit: requests per second per API key (0 = unlimited); over it: 429.
         retry_after_s: the ``Retry-After`` seconds sent with 503 and 429.
@@ -66,6 +68,7 @@ class ServeSettings:
     max_enroll_images: int = 20
     max_faces: int = 100
     swap_model: Path | None = None
+    library: tuple[Path, ...] = ()
     liveness: bool = False
     rate_limit: float = 0.0
     retry_after_s: int = 1
@@ -75,6 +78,7 @@ class ServeSettings:
         if not self.gallery:
             object.__setattr__(self, "gallery", f"sqlite:///{Path(self.data_dir) / 'gallery.db'}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "library", tuple(Path(p) for p in self.library))
         for name in ("workers", "max_image_bytes", "max_request_bytes", "max_pixels", "max_enroll_images", "max_faces"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve setting {name} must be >= 1, got {getattr(self, name)!r}")
@@ -106,6 +110,7 @@ class ServeSettings:
         out["data_dir"] = str(self.data_dir)
         out["swap_model"] = None if self.swap_model is None else Path(self.swap_model).name
         out["cors_origins"] = list(self.cors_origins)
+        out["library"] = [Path(p).name for p in self.library]
         return out
 
 
@@ -135,6 +140,8 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
+        if kind.startswith("tuple[Path"):
+            return tuple(Path(item) for item in raw.split(os.pathsep) if item)
         if kind.startswith("tuple"):
             return tuple(item.strip() for item in raw.split(",") if item.strip())
         if kind.startswith("Path"):

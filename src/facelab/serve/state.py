@@ -65,6 +65,7 @@ class ServiceState:
     gallery: Any = None
     swapper: Any = None
     liveness_check: Any = None
+    jobs: Any = None
     ready: bool = False
     started_at: float = field(default_factory=time.time)
     load_error: str | None = None
