@@ -35,7 +35,11 @@ def artifact_dir(tmp_path: Path) -> Path:
 
 @contextmanager
 def chromium_page() -> Iterator[object]:
-    """A fresh page in a fresh headless Chromium; console errors are collected in ``page.console_errors``."""
+    """A fresh page in a fresh headless Chromium.
+
+    Uncaught script errors are collected in ``page.page_errors``; console errors other than failed
+    resource loads (a 401 before a key is entered is expected) in ``page.console_errors``.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -49,8 +53,14 @@ def chromium_page() -> Iterator[object]:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
             page.console_errors = []
-            page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-            page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+            page.page_errors = []
+
+            def on_console(message: object) -> None:
+                if message.type == "error" and "Failed to load resource" not in message.text:
+                    page.console_errors.append(message.text)
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda e: page.page_errors.append(str(e)))
             yield page
         finally:
             browser.close()
