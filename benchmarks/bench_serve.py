@@ -31,6 +31,27 @@ PHOTO = SHARED / "data" / "verification" / "deepface" / "img1.jpg"
 GROUP = SHARED / "data" / "images" / "t1.jpg"
 
 
+def _fill_gallery(url: str, fa, faces: int, per_person: int = 10) -> None:
+    """A collection ``bench`` of ``faces`` synthetic unit embeddings with the analyser's contract."""
+    import numpy as np
+
+    from facelab.gallery import Gallery, contract_of
+    from facelab.gallery.records import NewFace
+
+    rng = np.random.default_rng(0)
+    with Gallery.open(url) as g:
+        coll = g.ensure_contract(g.collection("bench", create=True), contract_of(fa))
+        dim = coll.contract.dim
+        store = g.store
+        for start in range(0, faces, 10_000):
+            n = min(10_000, faces - start)
+            with store.transaction():
+                pids = store.add_persons(coll.id, [(f"p{start + i}", None, None) for i in range(0, n, per_person)])
+                vecs = rng.standard_normal((n, dim)).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                store.add_faces(coll.id, [NewFace(v, person_id=pids[i // per_person]) for i, v in enumerate(vecs)])
+
+
 def _start(data: Path, workers: int, port: int) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("facelab")
     cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "facelab"])]
@@ -89,6 +110,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--port", type=int, default=18097)
+    parser.add_argument("--gallery-faces", type=int, default=100_000, help="synthetic faces in the searched gallery")
     args = parser.parse_args()
 
     from facelab import FaceAnalyzer
@@ -97,15 +119,33 @@ def main() -> None:
 
     data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     key, _ = KeyStore(data).create("bench", "write")
+    fa = FaceAnalyzer(runtime=RuntimeOptions(intra_op_threads=1))
+    url = f"sqlite:///{data / 'gallery.db'}"
+    t0 = time.perf_counter()
+    _fill_gallery(url, fa, args.gallery_faces)
+    print(f"gallery: {args.gallery_faces} synthetic faces written in {time.perf_counter() - t0:.1f} s")
     proc = _start(data, args.workers, args.port)
     base = f"http://127.0.0.1:{args.port}"
+    from facelab.gallery import Gallery
+
+    gallery = Gallery.open(url)
     try:
-        fa = FaceAnalyzer(runtime=RuntimeOptions(intra_op_threads=1))
         cases = {
-            "/v1/detect (t1.jpg, 6 faces)": ("/v1/detect", {"image": ("t1.jpg", GROUP.read_bytes())},
-                                            lambda: fa.detect_faces(GROUP.read_bytes())),
-            "/v1/embeddings (img1.jpg)": ("/v1/embeddings", {"image": ("img1.jpg", PHOTO.read_bytes())},
-                                          lambda: fa.analyze(PHOTO.read_bytes(), max_num=1, metric="max")),
+            "/v1/detect (t1.jpg, 6 faces)": (
+                "/v1/detect",
+                {"image": ("t1.jpg", GROUP.read_bytes())},
+                lambda: fa.detect_faces(GROUP.read_bytes()),
+            ),
+            "/v1/embeddings (img1.jpg)": (
+                "/v1/embeddings",
+                {"image": ("img1.jpg", PHOTO.read_bytes())},
+                lambda: fa.analyze(PHOTO.read_bytes(), max_num=1, metric="max"),
+            ),
+            f"/v1/collections/bench/search ({args.gallery_faces} faces)": (
+                "/v1/collections/bench/search",
+                {"image": ("img1.jpg", PHOTO.read_bytes())},
+                lambda: gallery.search_image(PHOTO.read_bytes(), fa, collection="bench"),
+            ),
         }
         print(f"workers={args.workers}, requests per level={args.requests}, cores={os.cpu_count()}")
         print("| route | direct ms | c | req/s | p50 ms | p95 ms | overhead at c=1 | req/s ÷ c=1 | errors |")
@@ -124,9 +164,12 @@ def main() -> None:
                 base_rate = base_rate or rate
                 p50 = _pct(lat, 0.5)
                 overhead = f"{(p50 / direct_ms - 1) * 100:+.1f}%" if c == 1 else ""
-                print(f"| {label} | {direct_ms:.1f} | {c} | {rate:.2f} | {p50:.1f} | {_pct(lat, 0.95):.1f} | "
-                      f"{overhead} | {rate / base_rate:.2f} | {errors} |")
+                print(
+                    f"| {label} | {direct_ms:.1f} | {c} | {rate:.2f} | {p50:.1f} | {_pct(lat, 0.95):.1f} | "
+                    f"{overhead} | {rate / base_rate:.2f} | {errors} |"
+                )
     finally:
+        gallery.close()
         proc.terminate()
         proc.wait(timeout=30)
 
