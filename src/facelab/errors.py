@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FacelabError",
     "ImageError",
+    "ImageTooLargeError",
     "ModelError",
     "ModelNotFoundError",
     "DownloadError",
@@ -19,6 +20,7 @@ __all__ = [
     "GalleryError",
     "ContractMismatchError",
     "VideoError",
+    "GalleryNotFoundError",
 ]
 
 
@@ -28,6 +30,10 @@ class FacelabError(Exception):
 
 class ImageError(FacelabError, ValueError):
     """An image could not be read: empty, truncated, not an image, too large, or of an unusable layout."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image is over the decoded-pixel limit (checked from its header, before decoding)."""
 
 
 class ModelError(FacelabError):
@@ -60,6 +66,10 @@ class GalleryError(FacelabError):
     The file or server is not a facelab gallery, is corrupt, was written by a newer facelab, or
     the request conflicts with what it holds (an unknown person or collection, a duplicate name).
     """
+
+
+class GalleryNotFoundError(GalleryError, LookupError):
+    """A gallery has no collection, person, face or image with the given name or id."""
 
 
 class ContractMismatchError(GalleryError):

@@ -198,6 +198,20 @@ def _detector_override(detector: Any, home: str | os.PathLike | None) -> tuple[A
     return card, path
 
 
+def _faces_with_quality(arrays: Sequence[np.ndarray], dets: Sequence[Detections]) -> list[list[Face]]:
+    """One :class:`Face` per detection, with its quality (see :mod:`facelab.attributes.quality`)."""
+    faces = []
+    for image, d in zip(arrays, dets):
+        per_image = []
+        for i in range(len(d)):
+            kps = None if d.kps is None else d.kps[i]
+            face = Face(bbox=d.boxes[i], score=float(d.scores[i]), kps=kps)
+            face.quality = face_quality(image, face.bbox, face.kps, face.score)
+            per_image.append(face)
+        faces.append(per_image)
+    return faces
+
+
 class FaceAnalyzer:
     """Analyse faces in images with one model pack.
 
@@ -400,18 +414,9 @@ class FaceAnalyzer:
         dets = list(dets)
         if len(arrays) != len(dets):
             raise ConfigError(f"analyze_detections: {len(arrays)} images but {len(dets)} detection sets")
-        faces = [
-            [
-                Face(bbox=d.boxes[i], score=float(d.scores[i]), kps=None if d.kps is None else d.kps[i])
-                for i in range(len(d))
-            ]
-            for d in dets
-        ]
+        faces = _faces_with_quality(arrays, dets)
         if not any(faces):
             return faces
-        for image, per_image in zip(arrays, faces):
-            for face in per_image:
-                face.quality = face_quality(image, face.bbox, face.kps, face.score)
         # What the per-face runners computed, per image; the recogniser may reuse it (dlib's
         # recogniser aligns on the landmark runner's shapes instead of predicting them again).
         face_values: list[dict[str, list]] = [{} for _ in arrays]
@@ -431,6 +436,17 @@ class FaceAnalyzer:
                     face.embedding = np.asarray(emb, dtype=np.float32)
                     face.model = self.cards["recognition"].name
         return faces
+
+    def detect_faces(self, image: ImageSource, max_num: int = 0, metric: str = "default") -> list[Face]:
+        """Detect faces in one image and score their quality, without the per-face models.
+
+        Returns:
+            :class:`~facelab.structures.Face` objects with ``bbox``, ``score``, ``kps`` and
+            ``quality`` set, in detector order (or by ``metric`` when ``max_num`` is set).
+        """
+        array = self._load(image)
+        dets = self.detector.detect_batch([array], max_num=max_num, metric=metric)
+        return _faces_with_quality([array], dets)[0]
 
     def _load(self, image: ImageSource) -> np.ndarray:
         return load_image(image, max_pixels=self.max_pixels)

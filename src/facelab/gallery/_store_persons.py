@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from facelab.errors import ConfigError, GalleryError
+from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
 from facelab.gallery.records import LINK_KINDS, PERSON_KINDS, Person, check_text, metadata_json
 
 __all__ = ["PersonsSQL"]
@@ -94,7 +94,7 @@ class PersonsSQL:
         """
         row = self._one(f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.id = ?", (int(person_id),))
         if row is None:
-            raise GalleryError(f"{self.url}: no person with id {person_id}")
+            raise GalleryNotFoundError(f"{self.url}: no person with id {person_id}")
         return self._person(row)
 
     def persons(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from facelab.errors import ConfigError, GalleryError
+from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
 from facelab.gallery.records import (
     ASSIGNERS,
     FACE_SOURCES,
@@ -186,7 +186,7 @@ class RecordsSQL:
         """
         found = self._faces_where("f.id = ?", (int(face_id),), with_embedding)
         if not found:
-            raise GalleryError(f"{self.url}: no face with id {face_id}")
+            raise GalleryNotFoundError(f"{self.url}: no face with id {face_id}")
         return found[0]
 
     def faces(
@@ -215,7 +215,7 @@ class RecordsSQL:
         """The stored JPEG crop of a face, or ``None``."""
         row = self._one("SELECT crop FROM faces WHERE id = ?", (int(face_id),))
         if row is None:
-            raise GalleryError(f"{self.url}: no face with id {face_id}")
+            raise GalleryNotFoundError(f"{self.url}: no face with id {face_id}")
         return None if row[0] is None else bytes(row[0])
 
     def delete_faces(self, face_ids: Sequence[int]) -> list[int]:
@@ -373,7 +373,7 @@ class RecordsSQL:
         """The image with this id."""
         row = self._one(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (int(image_id),))
         if row is None:
-            raise GalleryError(f"{self.url}: no image with id {image_id}")
+            raise GalleryNotFoundError(f"{self.url}: no image with id {image_id}")
         return self._image(row)
 
     def write_images(self, collection_id: int, writes: Sequence[ImageWrite]) -> tuple[list[int], list[int]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from facelab.errors import ConfigError, GalleryError
+from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
 from facelab.gallery.matching import FaceMatch as FaceMatch
 from facelab.gallery.matching import FaceSearch as FaceSearch
 from facelab.gallery.matching import PersonMatch as PersonMatch
@@ -142,7 +142,7 @@ class Gallery(SearchMixin):
         if coll is None:
             if not create:
                 known = [c.name for c in self.store.collections()]
-                raise GalleryError(f"{self.store.url}: no collection named {name!r} (collections: {known})")
+                raise GalleryNotFoundError(f"{self.store.url}: no collection named {name!r} (collections: {known})")
             try:
                 coll = self.store.create_collection(name)
             except GalleryError:  # another process created it meanwhile
@@ -293,7 +293,7 @@ class Gallery(SearchMixin):
         if len(named) == 1:
             return named[0]
         if not named:
-            raise GalleryError(f"no person {text!r} in collection {coll.name!r}")
+            raise GalleryNotFoundError(f"no person {text!r} in collection {coll.name!r}")
         raise GalleryError(f"{len(named)} persons are named {text!r} (ids {[p.id for p in named]}); give an id")
 
     def update_person(self, person_id: int, **changes: Any) -> Person:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from facelab.errors import ConfigError, GalleryError
+from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
 from facelab.gallery._schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION, TYPE_NAMES
 from facelab.gallery._store_persons import PersonsSQL
 from facelab.gallery._store_records import ImageWrite as ImageWrite
@@ -385,7 +385,7 @@ class GalleryStore(PersonsSQL, RecordsSQL):
         """
         row = self._one(f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE id = ?", (int(collection_id),))
         if row is None:
-            raise GalleryError(f"{self.url}: no collection with id {collection_id}")
+            raise GalleryNotFoundError(f"{self.url}: no collection with id {collection_id}")
         return self._collection(row)
 
     def collection_by_name(self, name: str) -> Collection | None:
@@ -451,7 +451,7 @@ class GalleryStore(PersonsSQL, RecordsSQL):
         """The collection's current revision (bumped by every committed write)."""
         row = self._one("SELECT revision FROM collections WHERE id = ?", (int(collection_id),))
         if row is None:
-            raise GalleryError(f"{self.url}: no collection with id {collection_id}")
+            raise GalleryNotFoundError(f"{self.url}: no collection with id {collection_id}")
         return int(row[0])
 
     def counts(self, collection_id: int) -> dict[str, int]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from facelab.errors import ImageError
+from facelab.errors import ImageError, ImageTooLargeError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -130,7 +130,7 @@ def _decode(data: Any, name: str, max_pixels: int) -> np.ndarray:
                 if width <= 0 or height <= 0:
                     raise ImageError(f"{name}: image has zero size ({width}x{height})")
                 if width * height > max_pixels:
-                    raise ImageError(
+                    raise ImageTooLargeError(
                         f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
                         f"{max_pixels / 1e6:.1f} MP (possible decompression bomb); raise it with max_pixels= "
                         "or FACELAB_MAX_PIXELS"
@@ -174,7 +174,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None, color_orde
         raise ImageError(f"color_order must be 'BGR' or 'RGB', not {color_order!r}")
     if isinstance(source, np.ndarray):
         if source.ndim >= 2 and source.shape[0] * source.shape[1] > limit:
-            raise ImageError(f"image array of {source.shape[1]}x{source.shape[0]} pixels is over the limit of {limit}")
+            raise ImageTooLargeError(
+                f"image array of {source.shape[1]}x{source.shape[0]} pixels is over the limit of {limit}"
+            )
         return to_bgr_uint8(source, assume=color_order)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -198,7 +200,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None, color_orde
     if Image is not None and isinstance(source, Image.Image):
         width, height = source.size
         if width * height > limit:
-            raise ImageError(f"PIL image of {width}x{height} pixels is over the limit of {limit}")
+            raise ImageTooLargeError(f"PIL image of {width}x{height} pixels is over the limit of {limit}")
         return _pil_to_bgr(source, "<PIL image>")
     raise ImageError(
         f"unsupported image source of type {type(source).__name__}; pass a path, bytes, numpy array or PIL image"
