@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cli_helpers import run_script
-from serve_helpers import ServerProcess, photo
-
 from facelab.client import Client, NotFound, ServiceError
+from serve_helpers import ServerProcess, photo
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from cli_helpers import run_script
-from serve_helpers import ServerProcess, photo
-
 from facelab.client import AuthError, Client, ClientFace, InvalidRequest, NotFound, Unavailable
+from serve_helpers import ServerProcess, photo
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +35,7 @@ def test_client_typed_results_and_errors(server):
     assert len(faces) == 6 and all(isinstance(f, ClientFace) for f in faces)
     x1, y1, x2, y2 = faces[0].box
     assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 886
-    same = client.compare(
-        photo("data/verification/deepface/img1.jpg"), photo("data/verification/deepface/img2.jpg")
-    )
+    same = client.compare(photo("data/verification/deepface/img1.jpg"), photo("data/verification/deepface/img2.jpg"))
     assert same.matched is True and same.similarity >= same.threshold
     emb = client.embedding(photo("data/verification/deepface/img1.jpg"))
     assert len(emb.vector) == 128 and emb.model
