@@ -232,7 +232,7 @@ class PersonsSQL:
             have = self._ids_in(cid, "faces", {x for pair in rows for x in pair})
             missing = {x for pair in rows for x in pair} - have
             if missing:
-                raise GalleryError(f"faces {sorted(missing)[:10]} are not in collection {cid}")
+                raise GalleryNotFoundError(f"faces {sorted(missing)[:10]} are not in collection {cid}")
             now = time.time()
             self._executemany(
                 "INSERT INTO face_links (collection_id, face_a, face_b, kind, created_at) VALUES (?, ?, ?, ?, ?) "

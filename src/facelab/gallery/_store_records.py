@@ -140,7 +140,7 @@ class RecordsSQL:
             persons = {int(f.person_id) for f in faces if f.person_id is not None}
             strangers = persons - self._ids_in(coll.id, "persons", persons)
             if strangers:
-                raise GalleryError(f"persons {sorted(strangers)[:10]} are not in collection {coll.name!r}")
+                raise GalleryNotFoundError(f"persons {sorted(strangers)[:10]} are not in collection {coll.name!r}")
             try:
                 stacked = np.stack([np.asarray(f.embedding, np.float64).reshape(-1) for f in faces])
             except ValueError as exc:
@@ -259,11 +259,11 @@ class RecordsSQL:
             wanted = {p for _, p in pairs if p is not None}
             known = self._ids_in(cid, "persons", wanted)
             if wanted - known:
-                raise GalleryError(f"persons {sorted(wanted - known)[:10]} are not in collection {cid}")
+                raise GalleryNotFoundError(f"persons {sorted(wanted - known)[:10]} are not in collection {cid}")
             faces = {f for f, _ in pairs}
             have = self._ids_in(cid, "faces", faces)
             if faces - have:
-                raise GalleryError(f"faces {sorted(faces - have)[:10]} are not in collection {cid}")
+                raise GalleryNotFoundError(f"faces {sorted(faces - have)[:10]} are not in collection {cid}")
             self._executemany(
                 "UPDATE faces SET person_id = ?, assigned_by = ? WHERE id = ?",
                 [(p, None if p is None else assigned_by, f) for f, p in pairs],
