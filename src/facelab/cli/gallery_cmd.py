@@ -128,7 +128,7 @@ def _index_photos(gallery: Any, args: argparse.Namespace, analyzer: Any) -> Any:
 
 
 def _enrol_analyzer(args: argparse.Namespace) -> Any:
-    """The analyser for enrolment: with ``--require-live``, every model of the pack plus the liveness models."""
+    """The analyser for enrolment and search: with ``--require-live``, every model of the pack plus liveness."""
     return _analyzer(args, ["all", "liveness"] if args.require_live else None)
 
 
@@ -156,11 +156,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     paths = expand_image_inputs(args.images)
     failed = 0
     with _open(args) as gallery:
-        analyzer = _analyzer(args)
+        analyzer = _enrol_analyzer(args)
         coll = gallery.collection(args.collection)
         for path in paths:
             try:
-                results = gallery.search_image(path, analyzer, k=args.k, collection=coll.name, threshold=args.threshold)
+                results = gallery.search_image(
+                    path, analyzer, k=args.k, collection=coll.name, threshold=args.threshold, is_live=_liveness(args)
+                )
             except ImageError as exc:
                 failed += 1
                 print(f"facelab search: skipped {exc}", file=sys.stderr)
@@ -179,6 +181,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 x1, y1, x2, y2 = (round(float(v)) for v in res.face.bbox)
                 best = res.best
                 who = f"{best.label()} ({best.score:.3f})" if best is not None else "unknown"
+                if res.rejected:
+                    who = f"not searched: {res.rejected}"
                 near = ", ".join(f"{m.label()} {m.score:.3f}" for m in res.matches[1:3])
                 print(f"  [{i}] box=({x1},{y1},{x2},{y2}) {who}" + (f"  next: {near}" if near else ""))
                 for item in (photos or [])[i] if photos else []:
@@ -448,6 +452,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=5, help="persons per face (default 5)")
     p.add_argument("--threshold", type=_threshold, default=None, help="cosine threshold or calibration JSON")
     p.add_argument("--photos", type=int, default=0, metavar="N", help="also list the N most similar indexed faces")
+    p.add_argument("--require-live", action="store_true", help="do not search faces the liveness models call spoofs")
     p.set_defaults(func=_cmd_search)
 
     people = subparsers.add_parser("people", help="manage the people of a gallery", description="manage people")

@@ -36,7 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--library", action="append", type=Path, help="a photo-library folder that index jobs may index (repeat)"
     )
-    p.add_argument("--liveness", action="store_true", help="load the liveness models (/v1/liveness, enrollment gate)")
+    p.add_argument("--liveness", action="store_true", help="load the liveness models (/v1/liveness, face.liveness)")
+    p.add_argument(
+        "--require-live", action="store_true", help="refuse spoofs in enrollment (spoof_detected) and search"
+    )
     p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON objects")
     p.set_defaults(func=_serve)
     sub = p.add_subparsers(dest="serve_command", metavar="keys")
@@ -109,6 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
         swap_model=args.swap_model,
         library=tuple(args.library) if args.library else None,
         liveness=True if args.liveness else None,
+        require_live=True if args.require_live else None,
         log_format=args.log_format,
     )
     root = logging.getLogger()

@@ -81,11 +81,13 @@ class FaceSearch:
         face: the query :class:`~facelab.structures.Face` (``None`` for a search by embedding).
         matches: top persons, best first.
         threshold: the threshold applied (``None``: none known).
+        rejected: why the face was not searched (``"spoof_detected"`` under a liveness gate), else ``None``.
     """
 
     face: Any
     matches: list[PersonMatch] = field(default_factory=list)
     threshold: float | None = None
+    rejected: str | None = None
 
     @property
     def best(self) -> PersonMatch | None:
@@ -105,6 +107,7 @@ class FaceSearch:
             "threshold": self.threshold,
             "identity": None if best is None else best.to_dict(),
             "matches": [m.to_dict() for m in self.matches],
+            "rejected": self.rejected,
         }
 
 
@@ -234,6 +237,8 @@ class SearchMixin:
         threshold: float | str | os.PathLike | None = None,
         max_num: int = 0,
         exact: bool | None = None,
+        is_live: Any = None,
+        max_pixels: int | None = None,
     ) -> list[list[FaceSearch]]:
         """Detect, embed and search every face of each image.
 
@@ -246,31 +251,36 @@ class SearchMixin:
             threshold: as :meth:`search_embeddings`.
             max_num: at most this many faces per image (0 = all).
             exact: as :meth:`search_embeddings`.
+            is_live: optional liveness gate ``is_live(image, face) -> bool``
+                (:data:`facelab.gallery.enroll.LivenessCheck`); a face it calls not live is not
+                searched and comes back with ``rejected="spoof_detected"``.
+            max_pixels: decompression-bomb limit for decoding.
 
         Returns:
             Per image, one :class:`FaceSearch` per detected face (detector order).
         """
+        from facelab.io.image import load_image
+
         coll = self.collection(collection)
         contract = contract_of(analyzer)
         if coll.contract is not None:
             coll.contract.check(contract, f"collection {coll.name!r}")
-        per_image = analyzer.analyze_batch(list(images), max_num=max_num)
-        faces = [f for found in per_image for f in found if f.embedding is not None]
-        if not faces:
-            thr = self.threshold_for(coll, threshold, analyzer)
-            return [[FaceSearch(f, [], thr) for f in found] for found in per_image]
-        results = iter(
-            self.search_embeddings(
-                np.stack([f.embedding for f in faces]), k=k, collection=collection, threshold=threshold,
+        arrays = [load_image(image, max_pixels=max_pixels) for image in images]
+        per_image = analyzer.analyze_batch(arrays, max_num=max_num)
+        thr = self.threshold_for(coll, threshold, analyzer)
+        out = [[FaceSearch(f, [], thr) for f in found] for found in per_image]
+        queries = []
+        for array, row in zip(arrays, out):
+            for result in row:
+                if is_live is not None and not is_live(array, result.face):
+                    result.rejected = "spoof_detected"
+                elif result.face.embedding is not None:
+                    queries.append(result)
+        if queries:
+            found = self.search_embeddings(
+                np.stack([r.face.embedding for r in queries]), k=k, collection=collection, threshold=threshold,
                 contract=contract, exact=exact, analyzer=analyzer,
-            )
-        )  # fmt: skip
-        out = []
-        for found in per_image:
-            row = []
-            for face in found:
-                result = next(results)
-                result.face = face
-                row.append(result)
-            out.append(row)
+            )  # fmt: skip
+            for result, hits in zip(queries, found):
+                result.matches, result.threshold = hits.matches, hits.threshold
         return out

@@ -48,7 +48,14 @@ def _load_models(state: ServiceState) -> None:
     try:
         if state.analyzer is None:
             runtime = RuntimeOptions(intra_op_threads=settings.threads)
-            state.analyzer = FaceAnalyzer(settings.pack, runtime=runtime, max_pixels=settings.max_pixels)
+            modules = ["all", "liveness"] if settings.liveness else None
+            state.analyzer = FaceAnalyzer(
+                settings.pack, modules=modules, runtime=runtime, max_pixels=settings.max_pixels
+            )
+        if settings.require_live:
+            from facelab.gallery.enroll import analyzer_liveness
+
+            state.liveness_check = analyzer_liveness
         if state.gallery is None:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
             state.gallery = _open_gallery(settings.gallery)

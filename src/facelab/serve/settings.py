@@ -48,7 +48,10 @@ class ServeSettings:
         swap_model: path of an ``inswapper_128``-style model for ``/v1/swap`` (none = route disabled).
         library: photo-library folders that ``/v1/index`` jobs may index (by number; clients name
             folders inside them, never other server paths).
-        liveness: load the liveness models for ``/v1/liveness`` and enrollment gates, when available.
+        liveness: load the liveness models (the ``liveness`` pack, downloaded on first use unless
+            ``FACELAB_OFFLINE``) for ``/v1/liveness`` and ``face.liveness`` in ``/v1/analyze``.
+        require_live: refuse spoofs: enrollment rejects them (``spoof_detected``) and search does not
+            search them (implies ``liveness``).
         rate_limit: requests per second per API key (0 = unlimited); over it: 429.
         retry_after_s: the ``Retry-After`` seconds sent with 503 and 429.
         log_format: ``"text"`` or ``"json"``.
@@ -70,6 +73,7 @@ class ServeSettings:
     swap_model: Path | None = None
     library: tuple[Path, ...] = ()
     liveness: bool = False
+    require_live: bool = False
     rate_limit: float = 0.0
     retry_after_s: int = 1
     log_format: str = "text"
@@ -79,6 +83,8 @@ class ServeSettings:
             object.__setattr__(self, "gallery", f"sqlite:///{Path(self.data_dir) / 'gallery.db'}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "library", tuple(Path(p) for p in self.library))
+        if self.require_live:
+            object.__setattr__(self, "liveness", True)
         for name in ("workers", "max_image_bytes", "max_request_bytes", "max_pixels", "max_enroll_images", "max_faces"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve setting {name} must be >= 1, got {getattr(self, name)!r}")

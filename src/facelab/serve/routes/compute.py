@@ -1,4 +1,4 @@
-"""Stateless face routes: detect, analyze, compare, embeddings, swap.
+"""Stateless face routes: detect, analyze, compare, embeddings, liveness, swap.
 
 Each route checks its uploads (:func:`facelab.serve.state.read_upload`), then runs the library on
 a worker of the shared pool: :meth:`FaceAnalyzer.detect_faces`, :meth:`FaceAnalyzer.analyze`,
@@ -166,6 +166,37 @@ async def embeddings(
         "face": face_out(face, arr.shape[1], arr.shape[0]),
         "request_id": request_id_of(request),
     }
+
+
+@router.post("/v1/liveness", dependencies=[Depends(require_multipart)])
+async def liveness(
+    request: Request,
+    image: Annotated[UploadFile, File()],
+    state: Annotated[ServiceState, Depends(get_state)],
+) -> dict[str, Any]:
+    """Is each face live? MiniFASNet V2 + V1SE (Silent-Face-Anti-Spoofing) on every detected face."""
+    state.require_ready()
+    runner = state.analyzer.liveness
+    if runner is None:
+        raise ApiError(503, "feature_unavailable", "liveness is off: start the service with --liveness")
+    data = await read_upload(state, image, "image")
+
+    def work() -> tuple:
+        arr = decode_upload(state, data, "image")
+        with state.metrics.time_stage("liveness"):
+            faces = state.analyzer.detect_faces(arr)
+            results = runner.check(arr, [f.bbox for f in faces]) if faces else []
+        return arr.shape, faces, results
+
+    shape, faces, results = await state.pool.run(work)
+    h, w = shape[:2]
+    out = []
+    for face, result in zip(faces, results):
+        item = face_out(face, w, h)
+        item["liveness"] = result.to_dict()
+        out.append(item)
+    out.sort(key=lambda f: -(f["box"]["x2"] - f["box"]["x1"]) * (f["box"]["y2"] - f["box"]["y1"]))
+    return {"faces": out, "image": {"width": w, "height": h}, "request_id": request_id_of(request)}
 
 
 def _swapper(state: ServiceState) -> Any:

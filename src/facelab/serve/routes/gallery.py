@@ -473,7 +473,12 @@ async def search(
         with state.metrics.time_stage("search"):
             try:
                 found = state.gallery.search_image(
-                    arr, state.analyzer, k=limit, collection=coll.name, threshold=threshold
+                    arr,
+                    state.analyzer,
+                    k=limit,
+                    collection=coll.name,
+                    threshold=threshold,
+                    is_live=state.liveness_check,
                 )
             except GalleryError as exc:
                 raise _gallery_errors(exc) from exc
@@ -489,6 +494,7 @@ async def search(
                 "face": face_out(hit.face, w, h),
                 "identity": None if best is None else best.to_dict(),
                 "matches": [m.to_dict() for m in hit.matches],
+                "rejected": hit.rejected,
             }
         )
     return {
