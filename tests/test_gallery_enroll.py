@@ -50,7 +50,8 @@ def test_enrol_then_name_the_people_in_photos(backend, tmp_path, small_photos, a
         couple = g.search_image(p["couple"], analyzer)
         assert len(couple) == 2 and all(r.face is not None and r.face.bbox.shape == (4,) for r in couple)
         record = couple[0].to_dict()
-        assert "embedding" not in record["face"] and set(record) == {"face", "threshold", "identity", "matches"}
+        assert "embedding" not in record["face"]
+        assert set(record) == {"face", "threshold", "identity", "matches", "rejected"} and record["rejected"] is None
 
 
 def test_rejection_reasons(sqlite_gallery, small_photos, analyzer, tmp_path):
