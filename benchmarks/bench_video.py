@@ -1,7 +1,8 @@
 """Video anonymisation: facelab (``--detect-every 1`` and ``3``) vs deface 1.5.0 on a 720p clip with ground truth.
 
 The clip is generated from the shared photos by ``tests/video_scenes.py`` (true boxes from the
-open pack's MMOD on the stills, pushed through known motion): two shots of 3 s at 30 fps, 1280x720,
+open pack's default detector, MTCNN + MMOD, on the stills, pushed through known motion): two shots
+of 3 s at 30 fps, 1280x720,
 with faces panning and zooming, entering and leaving at the borders, a 5-frame occlusion, small
 faces and a cut, plus an AAC audio track. Every tool runs as a subprocess (its CLI, end-to-end
 wall time, so model loading counts), on the 2 CPU cores of this machine.
@@ -148,7 +149,7 @@ def main() -> None:
     rows = []
     detectors = [("YuNet", ["--detector", YUNET])]
     if not args.skip_open:
-        detectors.append(("open pack MMOD", []))
+        detectors.append(("open pack default (MTCNN+MMOD)", []))
     for name, det in detectors:
         for every in (1, 3):
             out, boxes = work / f"fl_{name[:4]}_{every}.mp4", work / f"fl_{name[:4]}_{every}.json"

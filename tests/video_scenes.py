@@ -32,7 +32,7 @@ _GT_CACHE: dict[str, np.ndarray] = {}
 
 
 def photo_face_box(photo: Path, analyzer) -> np.ndarray:
-    """The largest face box of a still, by the open pack's MMOD detector (cached per process)."""
+    """The largest face box of a still, by the open pack's default detector (cached per process)."""
     key = str(photo)
     if key not in _GT_CACHE:
         dets = analyzer.detect(photo)
@@ -320,7 +320,7 @@ def analyzer(detector: str = "yunet", modules: tuple[str, ...] | None = None):
 
 
 def gt_analyzer():
-    """The detector that defines the ground truth on the stills: the open pack's MMOD."""
+    """The detector that defines the ground truth on the stills: the open pack's default detector (MTCNN + MMOD)."""
     return analyzer("open", ("detection",))
 
 
