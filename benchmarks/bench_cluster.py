@@ -257,16 +257,16 @@ def run_sweep(sets: list[dict], threshold: float, out: dict) -> None:
     from facelab.gallery.cluster import build_knn, merge_cosine, recluster
 
     grid = {
-        "immich": ("max_distance", [0.0, 1 / 6, 0.3], {}),
-        "dbscan": ("min_sim", [0.0, 0.1, 0.25, 0.4], {"min_samples": 2}),
-        "hdbscan": ("min_sim", [0.0, 0.1, 0.2, 0.4], {"min_samples": 1}),
-        "agglomerative": ("min_link", [-0.15, 0.0, 0.05, 0.1, 0.2], {}),
-        "chinese_whispers": ("min_sim", [0.0, 0.15, 0.3, 0.45], {}),
+        "immich": ("max_distance", [0.0, 1 / 6, 0.3], [{}]),
+        "dbscan": ("min_sim", [0.1, 0.25, 0.35, 0.45], [{"min_samples": 2}, {"min_samples": 3}]),
+        "hdbscan": ("min_sim", [0.2, 0.3, 0.4, 0.5], [{"min_samples": 1}, {"min_samples": 2}]),
+        "agglomerative": ("min_link", [0.0, 0.1, 0.2, 0.3, 0.4], [{}]),
+        "chinese_whispers": ("min_sim", [0.15, 0.25, 0.3, 0.35, 0.45], [{}]),
     }
     graphs = [build_knn(d["faces"].embeddings, k=16) for d in sets]
     rows = []
-    for algorithm, (name, us, extra) in grid.items():
-        for u in us:
+    for algorithm, (name, us, extras) in grid.items():
+        for extra, u in ((e, u) for e in extras for u in us):
             s = merge_cosine(threshold, u)
             params = {name: 1 - s if name == "max_distance" else s, **extra}
             row = [algorithm, f"{u:+.3f}", json.dumps(extra)]
@@ -330,7 +330,18 @@ def run_neighbours(out: dict, n: int = 20000) -> None:
 # ---------------------------------------------------------------------------------------------- scale
 
 
-def scale_worker(n: int, model_json: str, threshold: float, n_new: int, seed: int) -> dict:
+def _peak_mb() -> float:
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` survives ``exec`` from the parent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scale_worker(n: int, model_json: str, threshold: float, n_new: int, seed: int, others: list[str]) -> dict:
     """One library size in this process: build, cluster, add ``n_new`` faces; returns the measurements."""
     from facelab.eval.cluster import cluster_metrics
     from facelab.gallery.cluster import FaceSet, add_faces, recluster
@@ -354,7 +365,14 @@ def scale_worker(n: int, model_json: str, threshold: float, n_new: int, seed: in
     out["total_cpu_s"] = time.process_time() - cpu0
     m = cluster_metrics(lib.labels[:n], result.labels(), image_ids=base.image_ids)
     out["metrics"] = m.to_dict()
-    out["peak_rss_mb_after_clustering"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["algorithm"] = result.info["params"]
+    out["peak_rss_mb_after_clustering"] = _peak_mb()
+    for name in others:  # other algorithms on the same graph (quality and time only)
+        t = time.perf_counter()
+        other = recluster(base, algorithm=name, threshold=threshold, graph=graph)
+        seconds = time.perf_counter() - t
+        mo = cluster_metrics(lib.labels[:n], other.labels(), image_ids=base.image_ids)
+        out.setdefault("others", []).append({"algorithm": name, "cluster_s": seconds, "metrics": mo.to_dict()})
     library = result.apply(base)
     full = FaceSet(
         np.arange(n + n_new), lib.embeddings, lib.image_ids, np.r_[library.persons, np.full(n_new, -1, np.int64)]
@@ -387,16 +405,17 @@ def scale_worker(n: int, model_json: str, threshold: float, n_new: int, seed: in
             "joined_known_share": float(joined[seen].mean()) if seen.any() else None,
             "new_people": int(added.n_new),
         }
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = _peak_mb()
     return out
 
 
-def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: int) -> None:
+def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: int, others: list[str]) -> None:
     from facelab.gallery.cluster.synthetic import fit_mixture
 
     model = fit_mixture(real["faces"].embeddings[real["rows"]], real["labels"], dim=512)
     out["scale_model"] = model.to_dict()
-    rows = []
+    rows: list[list] = []
+    adds: list[list] = []
     for n in sizes:
         cmd = [
             sys.executable,
@@ -409,6 +428,8 @@ def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: 
             str(threshold),
             "--new",
             str(n_new),
+            "--others",
+            ",".join(others),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -416,46 +437,91 @@ def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: 
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         out.setdefault("scale", []).append(r)
-        for mode in ("exact", "ivf"):
-            add = r.get(f"add_{n_new}_{mode}")
-            if add is None:
-                continue
+        knn = r["knn"]
+        m = r["metrics"]
+        rows.append(
+            [
+                n,
+                r["algorithm"]["algorithm"] + " (default)",
+                knn["backend"],
+                knn["seconds"],
+                knn["recall@16"] or 1.0,
+                r["cluster_s"],
+                r["total_s"],
+                r["total_cpu_s"],
+                r["peak_rss_mb"],
+                m["pairwise_f"],
+                m["bcubed_f"],
+                m["same_image_pairs"],
+            ]
+        )
+        for o in r.get("others", []):
+            mo = o["metrics"]
             rows.append(
                 [
                     n,
-                    r["knn"]["backend"],
-                    r["knn"]["seconds"],
-                    r["knn"]["recall@16"] or 1.0,
-                    r["cluster_s"],
-                    r["total_s"],
-                    r["total_cpu_s"],
-                    r["peak_rss_mb"],
-                    r["metrics"]["pairwise_f"],
-                    r["metrics"]["bcubed_f"],
-                    r["metrics"]["same_image_pairs"],
-                    mode,
-                    add["seconds"],
-                    f"{add['joined']}/{add['of_known_identities']} ({add['joined_correct']} right)",
+                    o["algorithm"],
+                    "same graph",
+                    "",
+                    "",
+                    o["cluster_s"],
+                    "",
+                    "",
+                    "",
+                    mo["pairwise_f"],
+                    mo["bcubed_f"],
+                    mo["same_image_pairs"],
                 ]
             )
+        for mode in ("exact", "ivf"):
+            add = r.get(f"add_{n_new}_{mode}")
+            if add is not None:
+                adds.append(
+                    [
+                        n,
+                        n_new,
+                        mode,
+                        add["seconds"],
+                        add["cpu_s"],
+                        add["of_known_identities"],
+                        add["joined"],
+                        add["joined_correct"],
+                        add["new_people"],
+                    ]
+                )
     print(
         _table(
             rows,
             [
                 "faces",
+                "algorithm",
                 "kNN",
                 "kNN s",
                 "recall@16",
                 "cluster s",
-                "total s",
-                "total CPU s",
+                "kNN+cluster s",
+                "CPU s",
                 "peak MB",
                 "pair F",
                 "BCubed F",
                 "same-photo",
-                f"add {n_new}: search",
-                "add s",
-                "joined/known (right)",
+            ],
+        )
+    )
+    print()
+    print(
+        _table(
+            adds,
+            [
+                "library",
+                "new faces",
+                "search",
+                "seconds",
+                "CPU s",
+                "of known people",
+                "joined",
+                "joined the right person",
+                "new people",
             ],
         )
     )
@@ -467,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neighbours", action="store_true", help="also compare the neighbour searches at 20k")
     parser.add_argument("--scale", default="", help="comma-separated library sizes, e.g. 100000,1000000")
     parser.add_argument("--new", type=int, default=1000, help="faces added incrementally to each scale library")
+    parser.add_argument("--others", default="", help="other algorithms to cluster each scale library with")
     parser.add_argument("--synthetic", type=int, default=20000, help="faces of the synthetic quality set")
     parser.add_argument("--skip-quality", action="store_true", help="no quality tables")
     parser.add_argument("--cache", default=None, help="reuse embeddings from this folder (development only)")
@@ -477,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.scale_worker:
-        print(json.dumps(scale_worker(args.scale_worker, args.model, args.threshold, args.new, seed=1)))
+        others = [a for a in args.others.split(",") if a]
+        print(json.dumps(scale_worker(args.scale_worker, args.model, args.threshold, args.new, 1, others)))
         return 0
     os.environ.setdefault("FACELAB_HOME", "/tmp/facelab-bench-cluster-home")
     out: dict = {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()}
@@ -512,13 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         tune, _ = synthetic_set(sets[0], args.synthetic, seed=2)  # another draw than the quality set
         tune["name"] = "synthetic-2"
-        run_sweep([sets[0], tune], threshold, out)
+        run_sweep([sets[0], sets[1], tune], threshold, out)
         print()
     if args.neighbours:
         run_neighbours(out)
         print()
     if args.scale:
-        run_scale([int(s) for s in args.scale.split(",") if s], sets[0], threshold, out, args.new)
+        others = [a for a in args.others.split(",") if a]
+        run_scale([int(s) for s in args.scale.split(",") if s], sets[0], threshold, out, args.new, others)
     out["wall_s"] = time.perf_counter() - t
     out["load_average_end"] = os.getloadavg()
     print(

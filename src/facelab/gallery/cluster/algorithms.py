@@ -33,18 +33,20 @@ verification threshold; 1: identical embeddings), so one ``u`` gives every pack 
 algorithm          parameter        ``u``      τ = 0.4   τ = 0.923 (open pack)
 =================  ===============  =========  ========  ====================================
 immich             1 - max_distance 1/6        0.500     0.936 (immich: 0.5 on buffalo_l)
-dbscan             min_sim          0.25       0.550     0.942
-hdbscan            1 - epsilon      0.0        0.400     0.923
-agglomerative      min_link         0.0        0.400     0.923
-chinese_whispers   min_sim          0.3        0.580     0.946 (dlib: Euclid 0.5 ≈ u 0.31)
+dbscan             min_sim          0.3        0.580     0.946 (min_samples 2)
+hdbscan            1 - epsilon      0.3        0.580     0.946 (min_samples 1)
+agglomerative      min_link         0.2        0.520     0.938
+chinese_whispers   min_sim          0.25       0.550     0.942 (dlib: Euclid 0.5 ≈ u 0.31)
 =================  ===============  =========  ========  ====================================
 
-The ``u`` of immich reproduces its shipped ``maxDistance`` 0.5 on buffalo_l (τ 0.4); Chinese
-Whispers' reproduces dlib's example threshold (Euclidean 0.5 on raw dlib descriptors of mean
-squared norm 2.351 is cosine 0.947). The others were chosen by measurement
-(``benchmarks/bench_cluster.py``, see :data:`DEFAULT_ALGORITHM`). The anchors' own settings are
-available unchanged: :meth:`ImmichRule.immich_defaults` (``max_distance`` 0.5, ``min_faces`` 3),
-:meth:`KnnDBSCAN.photoprism_defaults` (core 4, Euclidean radius 0.64 = cosine 0.7952).
+The ``u`` of immich reproduces its shipped ``maxDistance`` 0.5 on buffalo_l (τ 0.4). The others
+were chosen by measurement (``benchmarks/bench_cluster.py --sweep``: BCubed F on the deepface
+photos, RD and a synthetic library fitted to the open pack, each ``u`` in the middle of the range
+that keeps deepface and RD perfect); Chinese Whispers' lands next to dlib's example threshold
+(Euclidean 0.5 on raw dlib descriptors of mean squared norm 2.351 is cosine 0.947, ``u`` 0.31).
+The anchors' own settings are available unchanged: :meth:`ImmichRule.immich_defaults`
+(``max_distance`` 0.5, ``min_faces`` 3), :meth:`KnnDBSCAN.photoprism_defaults` (core 4, Euclidean
+radius 0.64 = cosine 0.7952).
 """
 
 from __future__ import annotations
@@ -252,11 +254,11 @@ class KnnDBSCAN(Clusterer):
     """
 
     name: ClassVar[str] = "dbscan"
-    STRICTNESS: ClassVar[float] = 0.25
+    STRICTNESS: ClassVar[float] = 0.3
     ATTACH: ClassVar[str] = "max"
 
     min_sim: float = 0.5
-    min_samples: int = 3
+    min_samples: int = 2
 
     def __post_init__(self) -> None:
         self.min_sim = _check_sim(self.min_sim, "min_sim")
@@ -306,17 +308,20 @@ class HDBSCANClusterer(Clusterer):
 
     Attributes:
         min_cluster_size: HDBSCAN's smallest cluster (default 2: a person seen twice).
-        min_samples: neighbours of the core distance (default 2).
+        min_samples: neighbours of the core distance (default 1).
         min_sim: ``cluster_selection_epsilon = 1 - min_sim``: clusters closer than this are not split.
+        allow_single_cluster: a library of one person is one cluster (HDBSCAN's own default
+            ``False`` leaves every face of RD's five photos unassigned).
     """
 
     name: ClassVar[str] = "hdbscan"
-    STRICTNESS: ClassVar[float] = 0.0
+    STRICTNESS: ClassVar[float] = 0.3
     ATTACH: ClassVar[str] = "max"
 
     min_cluster_size: int = 2
-    min_samples: int = 2
+    min_samples: int = 1
     min_sim: float = 0.5
+    allow_single_cluster: bool = True
 
     def __post_init__(self) -> None:
         self.min_sim = _check_sim(self.min_sim, "min_sim")
@@ -325,7 +330,7 @@ class HDBSCANClusterer(Clusterer):
 
     @classmethod
     def for_threshold(cls, threshold: float, **overrides: Any) -> HDBSCANClusterer:
-        """``cluster_selection_epsilon = 1 - τ``."""
+        """``cluster_selection_epsilon = 1 - (τ + 0.3 (1 - τ))``."""
         overrides.setdefault("min_sim", merge_cosine(threshold, cls.STRICTNESS))
         return cls(**overrides)
 
@@ -361,6 +366,7 @@ class HDBSCANClusterer(Clusterer):
             "min_cluster_size": min(self.min_cluster_size, n),
             "min_samples": min(self.min_samples, max(1, graph.k)),
             "cluster_selection_epsilon": max(0.0, 1.0 - self.min_sim),
+            "allow_single_cluster": self.allow_single_cluster,
         }
         try:
             import hdbscan
@@ -389,7 +395,7 @@ class AverageLinkage(Clusterer):
     """
 
     name: ClassVar[str] = "agglomerative"
-    STRICTNESS: ClassVar[float] = 0.0
+    STRICTNESS: ClassVar[float] = 0.2
     ATTACH: ClassVar[str] = "mean"
     NATIVE_CONSTRAINTS: ClassVar[bool] = True
 
@@ -432,7 +438,7 @@ class ChineseWhispers(Clusterer):
     """
 
     name: ClassVar[str] = "chinese_whispers"
-    STRICTNESS: ClassVar[float] = 0.3
+    STRICTNESS: ClassVar[float] = 0.25
     ATTACH: ClassVar[str] = "vote"
 
     min_sim: float = 0.5
@@ -448,7 +454,7 @@ class ChineseWhispers(Clusterer):
 
     @classmethod
     def for_threshold(cls, threshold: float, **overrides: Any) -> ChineseWhispers:
-        """``min_sim = τ + 0.3 (1 - τ)`` (dlib's example value on the open pack)."""
+        """``min_sim = τ + 0.25 (1 - τ)``."""
         overrides.setdefault("min_sim", merge_cosine(threshold, cls.STRICTNESS))
         return cls(**overrides)
 

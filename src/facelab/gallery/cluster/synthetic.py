@@ -52,7 +52,7 @@ class MixtureModel:
 
     def to_dict(self) -> dict[str, float]:
         """The parameters as a JSON-ready dictionary."""
-        return {k: float(v) for k, v in asdict(self).items()}
+        return {k: (int(v) if k == "dim" else float(v)) for k, v in asdict(self).items()}
 
 
 @dataclass
