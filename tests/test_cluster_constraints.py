@@ -129,7 +129,7 @@ def test_named_people_are_never_dissolved() -> None:
     named_key = int(base.persons[0])
     named = base.with_persons(base.persons, named={named_key})
     # an absurdly strict re-run breaks every unnamed person apart, not the named one
-    strict = recluster(named, threshold=TAU, params={"min_link": 0.9999})
+    strict = recluster(named, threshold=TAU, params={"min_sim": 0.9999})
     assert set(strict.face_ids[strict.persons == named_key]) == set(base.person_faces(named_key))
     assert strict.dissolved and named_key not in strict.dissolved
     # without keep_named the name still follows most of its faces when they stay together
@@ -175,13 +175,36 @@ def test_incremental_respects_the_photo_rule() -> None:
     assert result.info["new_faces"] == 2
 
 
+def test_join_links_keep_faces_together() -> None:
+    faces, labels = identity_faces(3, 6, seed=17)
+    a = int(faces.face_ids[labels == 0][0])
+    b = int(faces.face_ids[labels == 1][0])
+    cons = ConstraintSet()
+    cons.join(a, b)  # the user says these two are one person, without naming it
+    labels_out = recluster(faces, cons, threshold=TAU).labels()
+    rows = faces.rows_of([a, b])
+    assert labels_out[rows[0]] >= 0 and labels_out[rows[0]] == labels_out[rows[1]]
+    # joined to a pinned face: the pin's person
+    cons.pin(a, 70)
+    state = recluster(faces, cons, threshold=TAU).apply(faces)
+    assert state.persons[rows].tolist() == [70, 70]
+    # a later apart wins over the join
+    cons.separate(a, b)
+    assert not cons.together
+    out = recluster(faces, cons, threshold=TAU).labels()
+    assert out[rows[0]] != out[rows[1]]
+
+
 def test_constraint_rows_round_trip() -> None:
     cons = ConstraintSet()
     cons.pin(1, 10)
     cons.reject(2, 10)
     cons.separate(4, 3)
+    cons.join(6, 5)
     rows = cons.rows()
-    assert rows == sorted([Constraint("pin", 1, 10), Constraint("reject", 2, 10), Constraint("apart", 3, 4)])
+    assert rows == sorted(
+        [Constraint("pin", 1, 10), Constraint("reject", 2, 10), Constraint("apart", 3, 4), Constraint("join", 5, 6)]
+    )
     again = ConstraintSet.from_rows([r.to_dict() for r in rows])
     assert again.rows() == rows
     assert ConstraintSet.from_rows([("pin", 1, 10)]).pins == {1: 10}
@@ -192,7 +215,7 @@ def test_constraint_rows_round_trip() -> None:
     assert 1 not in cons.pins
     cons.rename_person(10, 11)
     assert cons.pins == {2: 11} and cons.rejects == {1: {11}}
-    assert cons.drop_faces([2, 3]) == 2 and cons.rows() == [Constraint("reject", 1, 11)]
+    assert cons.drop_faces([2, 3, 6]) == 3 and cons.rows() == [Constraint("reject", 1, 11)]
     with pytest.raises(ConfigError, match="unknown constraint kind"):
         Constraint("must", 1, 2)
 

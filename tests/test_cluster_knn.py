@@ -116,6 +116,22 @@ def test_numpy_ivf_finds_the_close_neighbours(library_512) -> None:
     assert cells.max() <= 1.25 * len(x) / len(cells) + 1  # balanced: no cell swallows the library
 
 
+def test_ivf_additions_are_searched_without_refilling(library_512) -> None:
+    x = library_512.embeddings
+    index = make_neighbor_index("ivf", 512, cell_size=256)
+    index.add(x[:5000])
+    cells = index._cell.copy()
+    index.add(x[5000:5050])  # a small addition waits in the exactly searched tail
+    assert len(index) == 5050 and np.array_equal(index._cell, cells)
+    idx, sim = index.search(x[5000:5050], 3)
+    assert (idx[:, 0] == np.arange(5000, 5050)).all()  # each finds itself first
+    ref_idx, ref_sim = exact_search(x[:5050], x[5000:5050], 3)
+    close = ref_sim[:, 1] >= 0.93  # a photo of the same person exists: it is found
+    assert close.sum() > 10 and np.mean([ref_idx[i, 1] in idx[i] for i in np.flatnonzero(close)]) > 0.95
+    index.add(x[5050:6000])  # past 5 %: the tail joins the cells
+    assert len(index._tail) == 0 and len(index._cell) == 6000
+
+
 @pytest.mark.parametrize("backend", ["faiss", "usearch"])
 def test_optional_ann_backends_report_recall(library_512, backend: str) -> None:
     module = {"faiss": "faiss", "usearch": "usearch"}[backend]

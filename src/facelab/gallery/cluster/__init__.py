@@ -6,8 +6,8 @@ hdbscan / scikit-learn are optional and imported lazily):
 * :mod:`~facelab.gallery.cluster.knn` — one k-nearest-neighbour graph (exact chunked matrix
   products, or faiss / usearch with a recall report);
 * :mod:`~facelab.gallery.cluster.algorithms` — immich's incremental rule, DBSCAN, HDBSCAN,
-  average-linkage agglomerative and Chinese Whispers over that graph, registered in
-  :data:`CLUSTERERS`, with parameters derived from the pack's same-person threshold;
+  average-linkage agglomerative and Chinese Whispers (the measured default) over that graph,
+  registered in :data:`CLUSTERERS`, with parameters derived from the pack's same-person threshold;
 * :mod:`~facelab.gallery.cluster.engine` with :mod:`~facelab.gallery.cluster.constraints` — runs
   over plain arrays (:class:`FaceSet`) that keep the user's corrections (:class:`Correction`,
   stored as :class:`Constraint` rows), never put two faces of one photo into one person, never

@@ -128,7 +128,7 @@ def average_linkage(
     into the merged clusters and the next round starts; it stops when no pair qualifies. A pair of
     clusters holding the two ends of a cannot-link never merges (checked on the clusters of that
     round, so it also holds for every later, larger cluster); neither do two clusters that hold
-    different ``init`` groups (with ``exclusive``).
+    different people's ``init`` groups (with ``exclusive``).
 
     Args:
         n: number of nodes.
@@ -137,11 +137,12 @@ def average_linkage(
         w: ``(E,)`` similarities.
         threshold: merge while the best linkage is at least this (``-inf``: merge every allowed
             connected pair).
-        init: ``(n,)`` int64 must-link groups: nodes with the same value ``>= 0`` start as one
-            cluster; ``-1`` (or ``None``) starts alone.
+        init: ``(n,)`` int64 must-link groups: nodes with the same value ``!= -1`` start as one
+            cluster; ``-1`` (or ``None``) starts alone. Groups ``>= 0`` are people (pins); groups
+            ``<= -2`` are anonymous (faces known to be together, person unknown).
         cannot: ``(M, 2)`` int64 node pairs that must end in different clusters; a pair inside
             one ``init`` group is ignored (with a log line).
-        exclusive: two different ``init`` groups never merge (each is a different person).
+        exclusive: two different groups ``>= 0`` never merge (each is a different person).
         max_rounds: safety stop.
 
     Returns:
@@ -151,8 +152,8 @@ def average_linkage(
         lab = np.arange(n, dtype=np.int64)
     else:
         init = np.asarray(init, np.int64)
-        free = init < 0
-        base = compact(np.where(free, -1, init))
+        free = init == -1
+        base = compact(np.where(free, -1, np.where(init >= 0, 2 * init, -2 * init + 1)))
         n_groups = int(base.max()) + 1 if (~free).any() else 0
         lab = np.where(free, n_groups + np.cumsum(free) - 1, base)
     size = int(lab.max()) + 1 if n else 0

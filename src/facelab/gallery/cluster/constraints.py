@@ -16,11 +16,14 @@ Two layers, both plain data a store can persist:
   ``reject`` face, person key      the face never belongs to that person (cannot-link
                                    face ↔ person)
   ``apart`` face, other face id    the two faces are never one person (cannot-link)
+  ``join``  face, other face id    the two faces are always one person (must-link, without
+                                   naming which)
   ========  =====================  ==========================================================
 
   A merge pins the faces of both people to the kept one; a split pins both sides (so they stay
   two people); a move pins the faces and the destination's current faces to it (the user saw
-  that person) and rejects the faces' old person; a reject unassigns the faces. A later
+  that person) and rejects the faces' old person; a reject unassigns the faces and pins the
+  person's other faces (seen, and confirmed, by the same look). A later
   correction wins over an earlier one: pinning a face removes its reject of that person,
   rejecting removes the pin. Rows that name a deleted face are dropped with
   :meth:`ConstraintSet.drop_faces`; a person merged away is renamed in every row.
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 #: Row kinds of the constraint table.
-CONSTRAINT_KINDS = ("pin", "reject", "apart")
+CONSTRAINT_KINDS = ("pin", "reject", "apart", "join")
 #: Kinds of user corrections.
 CORRECTION_KINDS = ("merge", "split", "move", "reject")
 
@@ -61,9 +64,9 @@ class Constraint:
     """One row of the constraint table (see the module docstring).
 
     Attributes:
-        kind: ``"pin"``, ``"reject"`` or ``"apart"``.
+        kind: ``"pin"``, ``"reject"``, ``"apart"`` or ``"join"``.
         face: face id.
-        target: person key (``pin``, ``reject``) or the other face id (``apart``).
+        target: person key (``pin``, ``reject``) or the other face id (``apart``, ``join``).
     """
 
     kind: str
@@ -121,14 +124,16 @@ class ConstraintSet:
         pins: face id → person key.
         rejects: face id → person keys the face is not.
         apart: pairs ``(a, b)``, ``a < b``, of face ids that are different people.
+        together: pairs ``(a, b)``, ``a < b``, of face ids that are one person.
     """
 
     pins: dict[int, int] = field(default_factory=dict)
     rejects: dict[int, set[int]] = field(default_factory=dict)
     apart: set[tuple[int, int]] = field(default_factory=set)
+    together: set[tuple[int, int]] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return len(self.pins) + sum(len(v) for v in self.rejects.values()) + len(self.apart)
+        return len(self.pins) + sum(len(v) for v in self.rejects.values()) + len(self.apart) + len(self.together)
 
     def copy(self) -> ConstraintSet:
         """A deep copy."""
@@ -156,7 +161,17 @@ class ConstraintSet:
         a, b = int(a), int(b)
         if a == b:
             raise ConfigError(f"a face cannot be apart from itself ({a})")
+        self.together.discard((min(a, b), max(a, b)))
         self.apart.add((min(a, b), max(a, b)))
+
+    def join(self, a: int, b: int) -> None:
+        """Record that faces ``a`` and ``b`` are one person (forgets an apart pair of them)."""
+        a, b = int(a), int(b)
+        if a == b:
+            return
+        pair = (min(a, b), max(a, b))
+        self.apart.discard(pair)
+        self.together.add(pair)
 
     def rename_person(self, old: int, new: int) -> None:
         """Point every pin and reject of person ``old`` at ``new`` (after a merge)."""
@@ -177,6 +192,7 @@ class ConstraintSet:
             self.pins.pop(f, None)
             self.rejects.pop(f, None)
         self.apart = {p for p in self.apart if p[0] not in gone and p[1] not in gone}
+        self.together = {p for p in self.together if p[0] not in gone and p[1] not in gone}
         return before - len(self)
 
     def drop_person(self, person: int) -> int:
@@ -195,6 +211,7 @@ class ConstraintSet:
         out = [Constraint("pin", f, p) for f, p in self.pins.items()]
         out += [Constraint("reject", f, p) for f, ps in self.rejects.items() for p in ps]
         out += [Constraint("apart", a, b) for a, b in self.apart]
+        out += [Constraint("join", a, b) for a, b in self.together]
         return sorted(out)
 
     @classmethod
@@ -211,6 +228,8 @@ class ConstraintSet:
                 out.pin(row.face, row.target)
             elif row.kind == "reject":
                 out.rejects.setdefault(int(row.face), set()).add(int(row.target))
+            elif row.kind == "join":
+                out.join(row.face, row.target)
             else:
                 out.separate(row.face, row.target)
         return out
@@ -374,4 +393,6 @@ def apply_corrections(
                 if persons[r] == person:
                     persons[r] = -1
                 cons.reject(int(faces.face_ids[r]), person)
+            for r in np.flatnonzero(persons == person):  # the rest of the person: seen, confirmed
+                cons.pin(int(faces.face_ids[r]), person)
     return faces.with_persons(persons, named), cons

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError
-from facelab.gallery.cluster._graph import average_linkage, compact
+from facelab.gallery.cluster._graph import average_linkage, compact, components
 from facelab.gallery.cluster.algorithms import Clusterer, make_clusterer
 from facelab.gallery.cluster.constraints import ConstraintSet, FaceSet
 from facelab.gallery.cluster.knn import KnnGraph, NeighborIndex, build_knn, exact_search
@@ -156,7 +156,9 @@ class CompiledConstraints:
     """Constraints of one run, in row numbers of its :class:`FaceSet`.
 
     Attributes:
-        init: ``(N,)`` int64 pin group of each face (``-1``: not pinned).
+        init: ``(N,)`` int64 must-link group of each face: ``>= 0`` the pin group of a person
+            (index into ``group_person``), ``<= -2`` an anonymous group (``join`` links without
+            a pinned member), ``-1`` none.
         group_person: ``(G,)`` int64 person key of each pin group.
         cannot: ``(M, 2)`` int64 face rows that must be different people.
         rejected: face row → person keys the face may not join.
@@ -229,13 +231,32 @@ def compile_constraints(
         for row in np.flatnonzero(take):
             if int(faces.persons[row]) not in rejected.get(int(row), ()):
                 pin_person[row] = faces.persons[row]
+    anonymous = np.full(n, -1, np.int64)
+    if cons.together:
+        tg = np.array(sorted(cons.together), np.int64)
+        present = np.isin(tg[:, 0], faces.face_ids) & np.isin(tg[:, 1], faces.face_ids)
+        if present.any():
+            a, b = faces.rows_of(tg[present, 0]), faces.rows_of(tg[present, 1])
+            comp_of = components(n, a, b)
+            members = np.flatnonzero(np.bincount(comp_of, minlength=n)[comp_of] > 1)
+            for root in np.unique(comp_of[members]):
+                rows = members[comp_of[members] == root]
+                keys = np.unique(pin_person[rows][pin_person[rows] >= 0])
+                if len(keys) == 1:
+                    pin_person[rows] = keys[0]  # joined to a pinned face: that person
+                elif len(keys) == 0:
+                    anonymous[rows] = root
+                else:
+                    _logger.warning("join links tie faces pinned to %d different persons; pins win", len(keys))
     group_person, init = np.unique(pin_person[pin_person >= 0], return_inverse=True)
     init_full = np.full(n, -1, np.int64)
     init_full[pin_person >= 0] = init
+    free = (init_full == -1) & (anonymous >= 0)
+    init_full[free] = -2 - anonymous[free]
     pairs = [same_image_pairs(faces.image_ids)] if same_image else []
     if pairs and len(pairs[0]):
         p = pairs[0]
-        same_pin = (init_full[p[:, 0]] >= 0) & (init_full[p[:, 0]] == init_full[p[:, 1]])
+        same_pin = (init_full[p[:, 0]] != -1) & (init_full[p[:, 0]] == init_full[p[:, 1]])
         pairs[0] = p[~same_pin]  # the user's pin wins over the photo rule
     if cons.apart:
         ap = np.array(sorted(cons.apart), np.int64)
@@ -271,16 +292,17 @@ def _repair(labels: np.ndarray, graph: KnnGraph, comp: CompiledConstraints) -> n
     n = len(labels)
     labels = labels.copy()
     # a pinned face that the algorithm left unassigned gets its own label first
-    lone = (labels < 0) & (comp.init >= 0)
+    lone = (labels < 0) & (comp.init != -1)
     top = int(labels.max(initial=-1)) + 1
     labels[lone] = top + np.arange(int(lone.sum()))
     bad_clusters = set(labels[comp.cannot[_violations(labels, comp.cannot), 0]].tolist()) if len(comp.cannot) else set()
-    pinned = np.flatnonzero(comp.init >= 0)
+    pinned = np.flatnonzero(comp.init != -1)
     if len(pinned):
-        pairs = np.unique(np.stack([labels[pinned], comp.init[pinned]], axis=1), axis=0)
+        group = np.unique(comp.init[pinned], return_inverse=True)[1]
+        pairs = np.unique(np.stack([labels[pinned], group], axis=1), axis=0)
         # clusters with two groups, and groups spread over two clusters: all their clusters are dirty
         cl_count = np.bincount(pairs[:, 0], minlength=int(labels.max()) + 1)
-        gr_count = np.bincount(pairs[:, 1], minlength=len(comp.group_person))
+        gr_count = np.bincount(pairs[:, 1], minlength=int(group.max()) + 1)
         dirty = (cl_count[pairs[:, 0]] > 1) | (gr_count[pairs[:, 1]] > 1)
         bad_clusters |= set(pairs[dirty, 0].tolist())
         # close over clusters linked by a shared group
@@ -316,7 +338,7 @@ def _finish_labels(labels: np.ndarray, comp: CompiledConstraints, min_size: int)
         return labels
     counts = np.bincount(labels[valid])
     has_pin = np.zeros(len(counts), bool)
-    has_pin[labels[valid & (comp.init >= 0)]] = True
+    has_pin[labels[valid & (comp.init != -1)]] = True
     small = valid & (counts[np.maximum(labels, 0)] < min_size) & ~has_pin[np.maximum(labels, 0)]
     return compact(np.where(small, -1, labels))
 
@@ -517,10 +539,23 @@ def add_faces(
     new_rows = np.flatnonzero(new) if new.dtype == bool else faces.rows_of(new)
     if new.dtype == bool and len(new) != n:
         raise ConfigError(f"the new-face mask has {len(new)} entries for {n} faces")
-    comp = compile_constraints(faces, constraints, keep_named=False, same_image=same_image)
+    # constraints only where new faces can meet them: their photos, their links, their pins
+    local_rows = new_rows
+    if same_image:
+        local_rows = np.union1d(local_rows, np.flatnonzero(np.isin(faces.image_ids, faces.image_ids[new_rows])))
+    if constraints is not None and (constraints.apart or constraints.together):
+        new_ids = set(faces.face_ids[new_rows].tolist())
+        linked = {x for pair in constraints.apart | constraints.together if new_ids & set(pair) for x in pair}
+        linked_ids = np.array(sorted(linked), np.int64)
+        linked_ids = linked_ids[np.isin(linked_ids, faces.face_ids)]
+        local_rows = np.union1d(local_rows, faces.rows_of(linked_ids))
+    local = faces.subset(local_rows)
+    comp = compile_constraints(local, constraints, keep_named=False, same_image=same_image)
+    local_of = {int(r): i for i, r in enumerate(local_rows.tolist())}
     persons = faces.persons.copy()
-    pinned_new = new_rows[comp.init[new_rows] >= 0]
-    persons[pinned_new] = comp.group_person[comp.init[pinned_new]]
+    new_local = np.array([local_of[int(r)] for r in new_rows], np.int64)
+    pinned_local = new_local[comp.init[new_local] >= 0] if len(new_local) else new_local
+    persons[local_rows[pinned_local]] = comp.group_person[comp.init[pinned_local]]
     queries = new_rows[persons[new_rows] < 0]
     k = clusterer.k
     if index is None:
@@ -538,27 +573,26 @@ def add_faces(
     nbr_person = np.where(nbr >= 0, persons[np.maximum(nbr, 0)], -1)
     q_rows, cand_person, score = _person_scores(clusterer.ATTACH, nbr_person, sims, clusterer.attach_sim)
     # greedy, best score first: each face joins one allowed person
-    codes = np.unique(faces.image_ids, return_inverse=True)[1] if same_image else np.arange(n)
-    near_photo = (persons >= 0) & np.isin(codes, codes[queries])
-    occupied = set(zip(codes[near_photo].tolist(), persons[near_photo].tolist()))
+    codes = np.unique(local.image_ids, return_inverse=True)[1] if same_image else np.arange(len(local))
+    held = persons[local_rows] >= 0
+    occupied = set(zip(codes[held].tolist(), persons[local_rows][held].tolist()))
     apart: dict[int, list[int]] = {}
-    is_query = np.zeros(n, bool)
-    is_query[queries] = True
-    cannot = comp.cannot[is_query[comp.cannot[:, 0]] | is_query[comp.cannot[:, 1]]] if len(comp.cannot) else comp.cannot
-    for a, b in cannot.tolist():
+    for a, b in local_rows[comp.cannot].tolist() if len(comp.cannot) else []:
         apart.setdefault(a, []).append(b)
         apart.setdefault(b, []).append(a)
+    rejected = {int(local_rows[r]): ps for r, ps in comp.rejected.items()}
     for i in np.lexsort((cand_person, -score)):
         row = int(queries[q_rows[i]])
         person = int(cand_person[i])
-        if persons[row] >= 0 or person in comp.rejected.get(row, ()):
+        if persons[row] >= 0 or person in rejected.get(row, ()):
             continue
-        if (int(codes[row]), person) in occupied:
+        code = int(codes[local_of[row]])
+        if (code, person) in occupied:
             continue
         if any(persons[o] == person for o in apart.get(row, ())):
             continue
         persons[row] = person
-        occupied.add((int(codes[row]), person))
+        occupied.add((code, person))
     # leftovers: unattached new faces and the unassigned faces among their neighbours
     left_q = persons[queries] < 0
     near = nbr[left_q]

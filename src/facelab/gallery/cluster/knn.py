@@ -364,9 +364,11 @@ class IVFNeighbors:
         self._data = np.zeros((0, self.dim), np.float32)
         self._cell = np.zeros(0, np.int64)
         self._probes = np.zeros((0, 0), np.int64)
+        self._tail: list[np.ndarray] = []  # rows added after the cells were filled: searched exactly
+        self._members: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + sum(len(t) for t in self._tail)
 
     def _top_cells(self, x: np.ndarray, p: int, chunk: int = 16384) -> np.ndarray:
         return self._top_cells_scored(x, p, chunk)[0]
@@ -441,12 +443,23 @@ class IVFNeighbors:
         self._mean = sample.mean(axis=0)
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append unit rows; the first call trains the cells on them."""
+        """Append unit rows; the first call trains the cells on them.
+
+        Later rows wait in a small tail that is searched exactly (an incremental addition costs
+        no copy of the library); the tail joins the cells once it reaches 5 % of the rows.
+        """
         vectors = normalize_rows(vectors)
         if vectors.shape[1] != self.dim:
             raise ConfigError(f"vectors have {vectors.shape[1]} dimensions, the index {self.dim}")
         if self.centroids is None:
             self._train(vectors)
+        elif len(self._data):
+            self._tail.append(vectors)
+            if sum(len(t) for t in self._tail) < 0.05 * len(self._data):
+                return
+            vectors = np.concatenate(self._tail)
+            self._tail = []
+        self._members = None
         p = min(self.nprobe, len(self.centroids))  # type: ignore[arg-type]
         probes, scores = self._top_cells_scored(vectors, p)
         home = self._place(probes, scores, np.bincount(self._cell, minlength=len(self.centroids)))
@@ -464,10 +477,13 @@ class IVFNeighbors:
         n_q = len(queries)
         probes = self._top_cells(queries, min(self.nprobe, len(self.centroids))) if _probes is None else _probes
         n_cells = len(self.centroids)
-        member_order = np.argsort(self._cell, kind="stable")
-        member_start = np.searchsorted(self._cell[member_order], np.arange(n_cells + 1))
-        pos_in_cell = np.empty(len(self._cell), np.int64)
-        pos_in_cell[member_order] = np.arange(len(member_order)) - member_start[self._cell[member_order]]
+        if self._members is None:
+            member_order = np.argsort(self._cell, kind="stable")
+            member_start = np.searchsorted(self._cell[member_order], np.arange(n_cells + 1))
+            pos_in_cell = np.empty(len(self._cell), np.int64)
+            pos_in_cell[member_order] = np.arange(len(member_order)) - member_start[self._cell[member_order]]
+            self._members = (member_order, member_start, pos_in_cell)
+        member_order, member_start, pos_in_cell = self._members
         flat_q = np.repeat(np.arange(n_q), probes.shape[1])
         flat_c = probes.reshape(-1)
         q_order = np.argsort(flat_c, kind="stable")
@@ -485,11 +501,21 @@ class IVFNeighbors:
                 scores = queries[qsub] @ block_rows.T
                 if exclude is not None:
                     ex = np.asarray(exclude, np.int64)[qsub]
-                    hit = np.flatnonzero((ex >= 0) & (self._cell[np.maximum(ex, 0)] == c))
+                    in_cells = (ex >= 0) & (ex < len(self._cell))
+                    hit = np.flatnonzero(in_cells & (self._cell[np.where(in_cells, ex, 0)] == c))
                     scores[hit, pos_in_cell[ex[hit]]] = -np.inf
                 cols, vals = _block_topk(scores, min(k, scores.shape[1]))
                 ids = np.where(np.isneginf(vals), -1, members[cols])
                 best_idx[qsub], best_sim[qsub] = _merge_topk(best_idx[qsub], best_sim[qsub], ids, vals, k)
+        if self._tail:
+            tail = np.concatenate(self._tail)
+            ex = None
+            if exclude is not None:
+                ex = np.asarray(exclude, np.int64) - len(self._data)
+                ex = np.where((ex >= 0) & (ex < len(tail)), ex, -1)
+            t_idx, t_sim = exact_search(tail, queries, min(k, len(tail)), exclude=ex)
+            t_idx = np.where(t_idx >= 0, t_idx + len(self._data), -1)
+            best_idx, best_sim = _merge_topk(best_idx, best_sim, t_idx, t_sim, k)
         return _sort_rows(best_idx, best_sim)
 
     def search_self(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -692,26 +718,35 @@ def build_knn(
     return graph
 
 
-def graph_recall(graph: KnnGraph, embeddings: np.ndarray, sample: int = 1000, seed: int = 0) -> float:
+def graph_recall(
+    graph: KnnGraph, embeddings: np.ndarray, sample: int = 1000, seed: int = 0, min_sim: float | None = None
+) -> float:
     """Recall@k of ``graph`` against exact search on ``sample`` random faces.
 
-    Recall counts a true neighbour as found when its row appears in the graph's row, or when the
-    graph holds a neighbour of the same similarity (ties are interchangeable).
+    A true neighbour counts as found when its row appears in the graph's row, or when the graph's
+    ``k`` neighbours are all at least as similar (ties are interchangeable).
+
+    Args:
+        graph: the graph to check.
+        embeddings: the ``(N, D)`` embeddings it was built from.
+        sample: faces checked.
+        seed: sampling seed.
+        min_sim: count only true neighbours at least this similar (the edges a clustering uses).
 
     Returns:
-        The fraction of true neighbours found, in ``[0, 1]``.
+        The fraction of true neighbours found, in ``[0, 1]`` (1 when none qualifies).
     """
     x = normalize_rows(embeddings)
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(x), min(sample, len(x)), replace=False) if len(x) > sample else np.arange(len(x))
     true_idx, true_sim = exact_search(x, x[rows], graph.k, exclude=rows)
-    found = 0
-    total = 0
+    found = total = 0
     for r, ti, ts in zip(rows, true_idx, true_sim):
-        valid = ti >= 0
+        valid = ti >= 0 if min_sim is None else (ti >= 0) & (ts >= min_sim)
         total += int(valid.sum())
-        got = set(graph.indices[r][graph.indices[r] >= 0].tolist())
-        kth = graph.sims[r][graph.indices[r] >= 0]
-        floor = kth.min() if len(kth) else np.inf
-        found += sum(1 for i, s in zip(ti[valid], ts[valid]) if i in got or (s <= floor + 1e-6 and len(kth) == graph.k))
+        row = graph.indices[r]
+        got = set(row[row >= 0].tolist())
+        full = int((row >= 0).sum()) == graph.k
+        floor = float(graph.sims[r][row >= 0].min()) if full else np.inf
+        found += sum(1 for i, s in zip(ti[valid], ts[valid]) if i in got or s <= floor + 1e-6)
     return found / total if total else 1.0
