@@ -16,6 +16,8 @@ __all__ = [
     "ChecksumError",
     "ProviderError",
     "ConfigError",
+    "GalleryError",
+    "ContractMismatchError",
 ]
 
 
@@ -49,3 +51,19 @@ class ProviderError(FacelabError):
 
 class ConfigError(FacelabError, ValueError):
     """A configuration value or argument is invalid."""
+
+
+class GalleryError(FacelabError):
+    """A face gallery cannot do what was asked.
+
+    The file or server is not a facelab gallery, is corrupt, was written by a newer facelab, or
+    the request conflicts with what it holds (an unknown person or collection, a duplicate name).
+    """
+
+
+class ContractMismatchError(GalleryError):
+    """An embedding of one recogniser was offered to a collection that holds another's.
+
+    Embeddings of different models (or of one model with different preprocessing) cannot be
+    compared; the message names both models. ``facelab gallery reembed`` migrates a collection.
+    """

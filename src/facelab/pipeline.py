@@ -17,7 +17,6 @@ Runner protocol (what the pipeline calls; every registered runner class provides
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import numpy as np
 from facelab.attributes.quality import face_quality
 from facelab.errors import ConfigError, ModelError
 from facelab.io.image import ImageSource, load_image
+from facelab.recognition.compare import resolve_threshold
 from facelab.registry import RUNNERS
 from facelab.runtime.session import RuntimeOptions
 from facelab.structures import Detections, Face, fill_faces
@@ -185,6 +185,7 @@ class FaceAnalyzer:
         self.pack_name = resolved.name
         self.models: dict[str, Any] = {}
         self.cards: dict[str, Any] = {}
+        self.paths: dict[str, Path] = {}  # model file per task (the gallery hashes the recogniser's)
         members = list(resolved.models)
         if override is not None:
             members = [override] + [(card, path) for card, path in members if card.task != "detection"]
@@ -210,6 +211,7 @@ class FaceAnalyzer:
             except TypeError as exc:  # an option the runner does not take
                 raise ConfigError(f"{card.name}: unsupported option for its {task} runner: {exc}") from exc
             self.cards[task] = card
+            self.paths[task] = Path(path)
         if "detection" not in self.models:
             raise ModelError(f"pack {self.pack_name!r} has no usable face detector")
         for task, runner in self.models.items():
@@ -222,20 +224,8 @@ class FaceAnalyzer:
         _logger.info("FaceAnalyzer(%s): %s", self.pack_name, {t: c.name for t, c in self.cards.items()})
 
     def _resolve_threshold(self, threshold: float | str | os.PathLike | None) -> float | None:
-        if threshold is None:
-            card = self.cards.get("recognition")
-            value = card.extra.get("threshold_cosine") if card is not None else None
-            return None if value is None else float(value)
-        if isinstance(threshold, (int, float)):
-            return float(threshold)
-        path = Path(threshold)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("metric", "cosine") != "cosine":
-                raise ConfigError(f"{path}: calibration metric {data.get('metric')!r} is not 'cosine'")
-            return float(data["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: not a calibration JSON with a cosine 'threshold': {exc}") from exc
+        # One rule for every threshold user (the gallery too): facelab.recognition.compare.resolve_threshold.
+        return resolve_threshold(threshold, self.cards.get("recognition"))
 
     @property
     def detector(self) -> Any:

@@ -61,22 +61,28 @@ def _threshold(text: str) -> float | str:
         return text  # a calibration JSON path; FaceAnalyzer validates it
 
 
-def _analyzer(args: argparse.Namespace, modules: list[str] | None = None) -> Any:
-    from facelab.pipeline import FaceAnalyzer
+def _analyzer_options(args: argparse.Namespace, modules: list[str] | None = None) -> dict[str, Any]:
+    """``FaceAnalyzer`` keyword arguments from the model options (picklable: Ray actors rebuild the analyser)."""
     from facelab.runtime.session import RuntimeOptions
 
     providers: Any = args.providers if args.providers == "auto" else [p.strip() for p in args.providers.split(",")]
     runtime = RuntimeOptions(providers=providers, strict=args.strict, intra_op_threads=args.threads)
-    return FaceAnalyzer(
-        args.pack,
-        modules=modules,
-        det_size=args.det_size,
-        det_thresh=args.det_thresh,
-        detector=getattr(args, "detector", None),
-        runtime=runtime,
-        download=not args.offline,
-        threshold=getattr(args, "threshold", None),
-    )
+    return {
+        "pack": args.pack,
+        "modules": modules,
+        "det_size": args.det_size,
+        "det_thresh": args.det_thresh,
+        "detector": getattr(args, "detector", None),
+        "runtime": runtime,
+        "download": not args.offline,
+        "threshold": getattr(args, "threshold", None),
+    }
+
+
+def _analyzer(args: argparse.Namespace, modules: list[str] | None = None) -> Any:
+    from facelab.pipeline import FaceAnalyzer
+
+    return FaceAnalyzer(**_analyzer_options(args, modules))
 
 
 def _face_summary(face: Any) -> str:

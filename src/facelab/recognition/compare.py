@@ -15,15 +15,25 @@ only embeddings made by the same recogniser (``Face.model``).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
-from typing import Union
+from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.structures import Face
 
-__all__ = ["compare", "similarity_matrix", "normalize", "cosine_to_squared_l2", "squared_l2_to_cosine"]
+__all__ = [
+    "compare",
+    "similarity_matrix",
+    "normalize",
+    "cosine_to_squared_l2",
+    "squared_l2_to_cosine",
+    "resolve_threshold",
+]
 
 EmbeddingLike = Union[np.ndarray, Sequence[float], Face]
 
@@ -143,3 +153,45 @@ def squared_l2_to_cosine(distance: float | np.ndarray) -> float | np.ndarray:
         if isinstance(distance, np.ndarray)
         else 1.0 - float(distance) / 2.0
     )
+
+
+def resolve_threshold(threshold: float | str | os.PathLike | None, card: Any = None) -> float | None:
+    """The cosine "same person" threshold from an argument, a calibration file or a recogniser card.
+
+    One rule for every user of a threshold (:class:`~facelab.pipeline.FaceAnalyzer`, the gallery,
+    the CLI): accept a pair when ``similarity >= threshold``.
+
+    Args:
+        threshold: a number; or the path of a calibration JSON written by ``facelab eval
+            calibrate`` (its ``"threshold"``, metric cosine); or ``None`` for the card's default.
+        card: the recogniser's :class:`~facelab.zoo.card.ModelCard` (its
+            ``extra["threshold_cosine"]``), or ``None``.
+
+    Returns:
+        The threshold, or ``None`` when neither an argument nor the card gives one.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, has no numeric cosine ``threshold``, or the
+            number is not finite.
+
+    Example:
+        >>> resolve_threshold(0.5), resolve_threshold(None)
+        (0.5, None)
+    """
+    if threshold is None:
+        value = card.extra.get("threshold_cosine") if card is not None else None
+        return None if value is None else float(value)
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        if not np.isfinite(threshold):
+            raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+        return float(threshold)
+    path = Path(threshold)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("metric", "cosine") != "cosine":
+            raise ConfigError(f"{path}: calibration metric {data.get('metric')!r} is not 'cosine'")
+        return float(data["threshold"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{path}: not a calibration JSON with a cosine 'threshold': {exc}") from exc

@@ -1,0 +1,476 @@
+"""The SQL for faces and images, shared by every gallery backend (persons and links: ``_store_persons``).
+
+:class:`RecordsSQL` is a mixin of :class:`facelab.gallery.store.GalleryStore`: it relies on the
+store's plumbing (``_x``, ``_one``, ``_all``, ``_executemany``, ``transaction``, ``_touch``) and
+backend hooks (``_encode_vector``, ``_decode_vectors``, ``_insert_faces``). Queries use ``?``
+placeholders; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab.errors import ConfigError, GalleryError
+from facelab.gallery.records import (
+    ASSIGNERS,
+    FACE_SOURCES,
+    FaceArrays,
+    FaceRecord,
+    ImageRecord,
+    NewFace,
+    unit_embeddings,
+)
+
+__all__ = ["RecordsSQL", "ImageWrite", "path_bytes"]
+
+#: Rows fetched per round trip when reading many faces.
+_FETCH = 8192
+
+
+@dataclass
+class ImageWrite:
+    """One indexed photo to record (see :meth:`GalleryStore.write_images`).
+
+    Attributes:
+        path: the file (absolute).
+        sha256 / size / mtime_ns: content hash and ``stat`` values.
+        width / height: decoded size, ``None`` after an error.
+        error: why it failed, or ``None``.
+        faces: faces found (``image_key`` is ignored; they belong to this image).
+    """
+
+    path: Path
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+    faces: list[NewFace] = field(default_factory=list)
+
+
+def path_bytes(path: str | os.PathLike) -> bytes:
+    """The OS bytes of a path (lossless for names that are not UTF-8)."""
+    return os.fsencode(path)
+
+
+def _path_of(value: Any) -> Path | None:
+    return None if value is None else Path(os.fsdecode(bytes(value)))
+
+
+def _f32(value: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    if value is None:
+        return None
+    return np.frombuffer(bytes(value), dtype="<f4").reshape(shape).astype(np.float32)
+
+
+def _blob_f32(array: Any, size: int) -> bytes | None:
+    if array is None:
+        return None
+    arr = np.asarray(array, dtype="<f4").reshape(-1)
+    if arr.size != size:
+        raise ConfigError(f"expected {size} numbers, got {arr.size}")
+    return arr.tobytes()
+
+
+_FACE_COLUMNS = (
+    "f.id, f.collection_id, f.person_id, f.image_id, f.source, f.assigned_by, f.bbox, f.kps, f.det_score, f.quality, "
+    "f.quality_detail, f.source_sha256, COALESCE(f.source_path, i.path), f.crop IS NOT NULL, f.created_at"
+)
+#: Number of columns in :data:`_FACE_COLUMNS`.
+_FACE_WIDTH = 15
+_IMAGE_COLUMNS = "id, collection_id, path, sha256, size, mtime_ns, width, height, status, error, face_count, indexed_at"
+
+
+class RecordsSQL:
+    """Persons, faces, links and images (a mixin of :class:`~facelab.gallery.store.GalleryStore`)."""
+
+    # -- faces ----------------------------------------------------------------------------------
+    def _face_row(self, cid: int, face: NewFace, vec: np.ndarray, image_id: int | None, now: float) -> tuple[Any, ...]:
+        if face.source not in FACE_SOURCES:
+            raise ConfigError(f"face source must be one of {FACE_SOURCES}, got {face.source!r}")
+        if face.assigned_by is not None and face.assigned_by not in ASSIGNERS:
+            raise ConfigError(f"assigned_by must be one of {ASSIGNERS} or None, got {face.assigned_by!r}")
+        return (
+            cid,
+            None if face.person_id is None else int(face.person_id),
+            image_id,
+            face.source,
+            face.assigned_by if face.person_id is not None else None,
+            _blob_f32(face.bbox, 4),
+            _blob_f32(face.kps, 10),
+            None if face.det_score is None else float(face.det_score),
+            None if face.quality is None else float(face.quality),
+            json.dumps(face.quality_detail or {}, separators=(",", ":"), allow_nan=False),
+            face.source_sha256,
+            None if face.source_path is None else path_bytes(face.source_path),
+            face.crop,
+            now,
+            self._encode_vector(vec),
+        )
+
+    def add_faces(self, collection_id: int, faces: Sequence[NewFace], *, image_ids: Sequence[int] = ()) -> list[int]:
+        """Store faces (their embeddings are checked against the collection's dimension and normalised).
+
+        Args:
+            collection_id: the collection; its contract must be set.
+            faces: the faces; a face's ``image_key`` indexes ``image_ids``.
+            image_ids: image ids the faces' ``image_key`` refer to.
+
+        Returns:
+            The new face ids, in order.
+
+        Raises:
+            GalleryError: the collection has no contract yet, or a person is in another collection.
+        """
+        if not faces:
+            return []
+        with self.transaction():
+            coll = self.collection(collection_id)
+            if coll.contract is None:
+                raise GalleryError(f"collection {coll.name!r} has no embedding contract yet; set it first")
+            persons = {int(f.person_id) for f in faces if f.person_id is not None}
+            strangers = persons - self._ids_in(coll.id, "persons", persons)
+            if strangers:
+                raise GalleryError(f"persons {sorted(strangers)[:10]} are not in collection {coll.name!r}")
+            try:
+                stacked = np.stack([np.asarray(f.embedding, np.float64).reshape(-1) for f in faces])
+            except ValueError as exc:
+                raise ConfigError(f"embeddings of different lengths in one call: {exc}") from None
+            vecs = unit_embeddings(stacked, coll.contract.dim)  # row by row identical to stored_vectors()
+            now = time.time()
+            rows = [
+                self._face_row(coll.id, f, vec, None if f.image_key is None else image_ids[f.image_key], now)
+                for f, vec in zip(faces, vecs)
+            ]
+            ids = self._insert_faces(rows)
+            self._touch(coll.id)
+        return ids
+
+    def _face(self, row: Any, embedding: np.ndarray | None = None) -> FaceRecord:
+        fid, cid, pid, iid, source, by, bbox, kps, det, qual, detail, sha, path, crop, created = row
+        return FaceRecord(
+            int(fid), int(cid), None if pid is None else int(pid), None if iid is None else int(iid), source, by,
+            _f32(bbox, (4,)), _f32(kps, (5, 2)), det, qual, json.loads(detail) if detail else {}, sha, _path_of(path),
+            bool(crop), embedding, float(created),
+        )  # fmt: skip
+
+    def _faces_where(self, where: str, params: Sequence[Any], with_embeddings: bool) -> list[FaceRecord]:
+        cols = _FACE_COLUMNS + (", f.embedding" if with_embeddings else "")
+        sql = f"SELECT {cols} FROM faces f LEFT JOIN images i ON i.id = f.image_id WHERE {where} ORDER BY f.id"
+        rows = self._all(sql, params)
+        if not with_embeddings:
+            return [self._face(r) for r in rows]
+        if not rows:
+            return []
+        dims = {int(r[1]): self.collection(int(r[1])).contract.dim for r in rows}  # type: ignore[union-attr]
+        out = []
+        for r in rows:
+            vec = self._decode_vectors([r[-1]], dims[int(r[1])])[0]
+            out.append(self._face(r[:-1], vec))
+        return out
+
+    def face(self, face_id: int, *, with_embedding: bool = False) -> FaceRecord:
+        """The face with this id.
+
+        Raises:
+            GalleryError: no such face.
+        """
+        found = self._faces_where("f.id = ?", (int(face_id),), with_embedding)
+        if not found:
+            raise GalleryError(f"{self.url}: no face with id {face_id}")
+        return found[0]
+
+    def faces(
+        self,
+        *,
+        person_id: int | None = None,
+        image_id: int | None = None,
+        face_ids: Sequence[int] | None = None,
+        with_embeddings: bool = False,
+    ) -> list[FaceRecord]:
+        """Faces of a person, of an image, or with the given ids (by id)."""
+        if person_id is not None:
+            return self._faces_where("f.person_id = ?", (int(person_id),), with_embeddings)
+        if image_id is not None:
+            return self._faces_where("f.image_id = ?", (int(image_id),), with_embeddings)
+        if face_ids is not None:
+            out: list[FaceRecord] = []
+            ids = [int(i) for i in face_ids]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                out += self._faces_where(f"f.id IN ({','.join('?' * len(chunk))})", chunk, with_embeddings)
+            return sorted(out, key=lambda f: f.id)
+        raise ConfigError("faces(): give person_id, image_id or face_ids")
+
+    def face_crop(self, face_id: int) -> bytes | None:
+        """The stored JPEG crop of a face, or ``None``."""
+        row = self._one("SELECT crop FROM faces WHERE id = ?", (int(face_id),))
+        if row is None:
+            raise GalleryError(f"{self.url}: no face with id {face_id}")
+        return None if row[0] is None else bytes(row[0])
+
+    def delete_faces(self, face_ids: Sequence[int]) -> list[int]:
+        """Delete faces by id; returns the ids that existed."""
+        ids = sorted({int(i) for i in face_ids})
+        gone: list[int] = []
+        with self.transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE id IN ({marks})", chunk):
+                    self._touch(cid)
+                    gone.append(int(fid))
+                self._x(f"DELETE FROM faces WHERE id IN ({marks})", chunk)
+        return sorted(gone)
+
+    def assign_faces(
+        self,
+        collection_id: int,
+        face_ids: Sequence[int],
+        person_ids: Sequence[int | None],
+        *,
+        assigned_by: str = "user",
+    ) -> int:
+        """Attach faces to persons (``None`` or ``-1`` detaches) in one transaction.
+
+        Raises:
+            GalleryError: a face or person is not in the collection.
+
+        Returns:
+            Number of faces changed.
+        """
+        if assigned_by not in ASSIGNERS:
+            raise ConfigError(f"assigned_by must be one of {ASSIGNERS}, got {assigned_by!r}")
+        if len(face_ids) != len(person_ids):
+            raise ConfigError(f"assign_faces: {len(face_ids)} face ids but {len(person_ids)} person ids")
+        cid = int(collection_id)
+        pairs = [(int(f), None if p is None or int(p) < 0 else int(p)) for f, p in zip(face_ids, person_ids)]
+        with self.transaction():
+            self.collection(cid)
+            wanted = {p for _, p in pairs if p is not None}
+            known = self._ids_in(cid, "persons", wanted)
+            if wanted - known:
+                raise GalleryError(f"persons {sorted(wanted - known)[:10]} are not in collection {cid}")
+            faces = {f for f, _ in pairs}
+            have = self._ids_in(cid, "faces", faces)
+            if faces - have:
+                raise GalleryError(f"faces {sorted(faces - have)[:10]} are not in collection {cid}")
+            self._executemany(
+                "UPDATE faces SET person_id = ?, assigned_by = ? WHERE id = ?",
+                [(p, None if p is None else assigned_by, f) for f, p in pairs],
+            )
+            self._touch(cid)
+        return len(pairs)
+
+    def _ids_in(self, cid: int, table: str, ids: set[int]) -> set[int]:
+        found: set[int] = set()
+        items = sorted(ids)
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            rows = self._all(
+                f"SELECT id FROM {table} WHERE collection_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                [cid, *chunk],
+            )
+            found.update(int(r[0]) for r in rows)
+        return found
+
+    def face_arrays(self, collection_id: int, *, with_embeddings: bool = True) -> tuple[FaceArrays, int]:
+        """Every face of a collection as arrays, and the revision they show (one consistent read).
+
+        Returns:
+            ``(arrays, revision)``; embeddings are ``(0, D)`` when ``with_embeddings`` is false.
+        """
+        cid = int(collection_id)
+        with self.snapshot():
+            coll = self.collection(cid)
+            dim = coll.contract.dim if coll.contract is not None else 0
+            cols = "id, image_id, person_id, assigned_by" + (", embedding" if with_embeddings else "")
+            cursor = self._x(f"SELECT {cols} FROM faces WHERE collection_id = ? ORDER BY id", (cid,))
+            ids, images, persons, by, vecs = [], [], [], [], []
+            while True:
+                rows = cursor.fetchmany(_FETCH)
+                if not rows:
+                    break
+                ids += [r[0] for r in rows]
+                images += [-1 if r[1] is None else r[1] for r in rows]
+                persons += [-1 if r[2] is None else r[2] for r in rows]
+                by += [r[3] for r in rows]
+                if with_embeddings:
+                    vecs.append(self._decode_vectors([r[4] for r in rows], dim))
+        n = len(ids)
+        emb = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
+        arrays = FaceArrays(
+            np.asarray(ids, np.int64).reshape(n), emb if with_embeddings else np.zeros((0, dim), np.float32),
+            np.asarray(images, np.int64).reshape(n), np.asarray(persons, np.int64).reshape(n),
+            np.asarray(by, dtype=object).reshape(n),
+        )  # fmt: skip
+        return arrays, coll.revision
+
+    def vector_chunks(self, collection_id: int, on_chunk: Any, *, chunk: int = 65536) -> tuple[int, int]:
+        """Feed every face's ``(ids, embeddings, person_ids)`` to ``on_chunk``, ``chunk`` rows at a time.
+
+        The memory-light way to build a search index: one consistent read, no full copy held.
+        ``person_ids`` is ``-1`` for unassigned faces.
+
+        Returns:
+            ``(number of faces, revision read)``.
+        """
+        cid = int(collection_id)
+        with self.snapshot():
+            coll = self.collection(cid)
+            dim = coll.contract.dim if coll.contract is not None else 0
+            cursor = self._x("SELECT id, person_id, embedding FROM faces WHERE collection_id = ? ORDER BY id", (cid,))
+            n = 0
+            while True:
+                rows = cursor.fetchmany(chunk)
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                persons = np.fromiter((-1 if r[1] is None else r[1] for r in rows), np.int64, len(rows))
+                on_chunk(ids, self._decode_vectors([r[2] for r in rows], dim), persons)
+                n += len(rows)
+        return n, coll.revision
+
+    def face_count(self, collection_id: int) -> int:
+        """Number of faces in a collection."""
+        return int(self._one("SELECT COUNT(*) FROM faces WHERE collection_id = ?", (int(collection_id),))[0])
+
+    # -- images ---------------------------------------------------------------------------------
+    def _image(self, row: Any) -> ImageRecord:
+        iid, cid, path, sha, size, mtime, w, h, status, error, count, at = row
+        return ImageRecord(int(iid), int(cid), _path_of(path), sha, size, mtime, w, h, status, error, int(count), at)
+
+    def images(
+        self, collection_id: int, *, paths: Sequence[str | os.PathLike] | None = None, status: str | None = None
+    ) -> list[ImageRecord]:
+        """Indexed images of a collection (all, or those at ``paths``, or with ``status``), by id."""
+        cid = int(collection_id)
+        if paths is None:
+            sql, params = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE collection_id = ?", [cid]
+            if status is not None:
+                sql += " AND status = ?"
+                params.append(status)
+            return [self._image(r) for r in self._all(sql + " ORDER BY id", params)]
+        keys = [path_bytes(p) for p in paths]
+        out: list[ImageRecord] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE collection_id = ? AND path IN ({marks})"
+            out += [self._image(r) for r in self._all(sql, [cid, *chunk])]
+        return sorted(out, key=lambda r: r.id)
+
+    def image(self, image_id: int) -> ImageRecord:
+        """The image with this id."""
+        row = self._one(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (int(image_id),))
+        if row is None:
+            raise GalleryError(f"{self.url}: no image with id {image_id}")
+        return self._image(row)
+
+    def write_images(self, collection_id: int, writes: Sequence[ImageWrite]) -> tuple[list[int], list[int]]:
+        """Record indexed photos with their faces (replacing what an earlier run stored for them).
+
+        Returns:
+            ``(new face ids, removed face ids)``.
+        """
+        cid = int(collection_id)
+        added: list[int] = []
+        removed: list[int] = []
+        with self.transaction():
+            image_ids: list[int] = []
+            faces: list[NewFace] = []
+            now = time.time()
+            for key, write in enumerate(writes):
+                status = "error" if write.error is not None else "done"
+                pb = path_bytes(write.path)
+                row = self._x("SELECT id FROM images WHERE collection_id = ? AND path = ?", (cid, pb)).fetchone()
+                values = (write.sha256, write.size, write.mtime_ns, write.width, write.height, status, write.error,
+                          len(write.faces), now)  # fmt: skip
+                if row is None:
+                    iid = int(
+                        self._x(
+                            "INSERT INTO images (collection_id, path, sha256, size, mtime_ns, width, height, status, "
+                            "error, face_count, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                            (cid, pb, *values),
+                        ).fetchone()[0]
+                    )
+                else:
+                    iid = int(row[0])
+                    removed += [int(r[0]) for r in self._all("SELECT id FROM faces WHERE image_id = ?", (iid,))]
+                    self._x("DELETE FROM faces WHERE image_id = ?", (iid,))
+                    self._x(
+                        "UPDATE images SET sha256 = ?, size = ?, mtime_ns = ?, width = ?, height = ?, status = ?, "
+                        "error = ?, face_count = ?, indexed_at = ? WHERE id = ?",
+                        (*values, iid),
+                    )
+                image_ids.append(iid)
+                for face in write.faces:
+                    face.image_key = key
+                    faces.append(face)
+            if faces:
+                added = self.add_faces(cid, faces, image_ids=image_ids)
+            self._touch(cid)
+        return added, removed
+
+    def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
+        """Record a new ``stat`` for an image whose content hash did not change."""
+        with self.transaction():
+            image = self.image(image_id)
+            self._x("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", (int(size), int(mtime_ns), image.id))
+            self._touch(image.collection_id)
+
+    def delete_images(self, image_ids: Sequence[int]) -> list[int]:
+        """Forget images and their faces; returns the removed face ids."""
+        ids = sorted({int(i) for i in image_ids})
+        removed: list[int] = []
+        with self.transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE image_id IN ({marks})", chunk):
+                    removed.append(int(fid))
+                    self._touch(cid)
+                for (cid,) in self._all(f"SELECT DISTINCT collection_id FROM images WHERE id IN ({marks})", chunk):
+                    self._touch(cid)
+                self._x(f"DELETE FROM faces WHERE image_id IN ({marks})", chunk)
+                self._x(f"DELETE FROM images WHERE id IN ({marks})", chunk)
+        return sorted(removed)
+
+    def iter_faces(
+        self, collection_id: int, *, with_embeddings: bool = True, with_crops: bool = False, batch: int = 4096
+    ) -> Iterator[list[tuple[FaceRecord, bytes | None]]]:
+        """Every face of a collection in id order, ``batch`` at a time, with its crop bytes when asked.
+
+        Yields:
+            Lists of ``(FaceRecord, crop or None)``.
+        """
+        cid = int(collection_id)
+        coll = self.collection(cid)
+        dim = coll.contract.dim if coll.contract is not None else 0
+        cols = _FACE_COLUMNS + (", f.crop" if with_crops else ", NULL") + (", f.embedding" if with_embeddings else "")
+        last = 0
+        while True:
+            rows = self._all(
+                f"SELECT {cols} FROM faces f LEFT JOIN images i ON i.id = f.image_id "
+                f"WHERE f.collection_id = ? AND f.id > ? ORDER BY f.id LIMIT {int(batch)}",
+                (cid, last),
+            )
+            if not rows:
+                return
+            n = _FACE_WIDTH
+            vecs = self._decode_vectors([r[n + 1] for r in rows], dim) if with_embeddings else None
+            out = []
+            for i, r in enumerate(rows):
+                crop = None if r[n] is None else bytes(r[n])
+                out.append((self._face(r[:n], None if vecs is None else vecs[i]), crop))
+            last = int(rows[-1][0])
+            yield out

@@ -1,0 +1,476 @@
+"""In-memory 1:N search over face embeddings: exact FP32, FP16 and INT8, optional ANN.
+
+An index holds L2-normalised embeddings under stable ``int64`` vector ids, each in a group (the
+person it belongs to), and answers top-k queries by vector (:meth:`ExactIndex.search`) or by group
+(:meth:`ExactIndex.search_groups`: a person scores the max over its faces). The store keeps it in
+step (it is rebuilt from the store, never the other way round).
+
+Precisions (:data:`PRECISIONS`) follow InsightFace Server 0.2's search profiles:
+
+* ``"fp32"``: the embeddings as they are, 4 bytes per dimension; scores are float32 dot products.
+* ``"fp16"``: rows stored as IEEE half floats, 2 bytes per dimension; scores are the dot of the
+  half-precision row with the query rounded to half precision, accumulated in float32.
+* ``"int8"`` (the Server's ``int8_x736_v1``): rows and queries quantised by :func:`quantize_int8`
+  (scale :data:`INT8_SCALE`), 1 byte per dimension; score = ``int32 dot / scale²``; ordering uses
+  that unclipped score, returned scores are clamped to ``[-1, 1]``; no re-ranking.
+
+Ties: vectors order by score descending, then id ascending; within a group the lowest vector id at
+the group's max wins; groups order by score descending, then group id ascending.
+
+Storage is one contiguous matrix with spare capacity (doubled when full) and swap-with-last
+deletion, so adding and removing never copy the whole matrix each time, and a query reads the
+rows in place. FP32 is scored by NumPy's BLAS, FP16 and INT8 by NumKong's SIMD kernels (extra
+``facelab[search]``; see :mod:`facelab.gallery._search_kernels` for what was measured against ONNX
+Runtime's integer MatMul). Top-k selection is exact and costs a few percent of the scan
+(:mod:`facelab.gallery._search_select`). Searches may run from several threads at once; a
+mutation must not run concurrently with anything else on the same index (the store serialises
+them).
+
+Example:
+    >>> import numpy as np
+    >>> index = make_index("exact", dim=4)
+    >>> vectors = np.eye(4, dtype=np.float32)
+    >>> index.add(np.array([10, 11, 12, 13]), vectors, groups=np.array([1, 1, 2, 3]))
+    >>> [int(i) for i in index.search(vectors[:1], k=2)[0].ids]
+    [10, 11]
+    >>> hits = index.search_groups(vectors[1:2], k=2)[0]
+    >>> [int(g) for g in hits.groups], [int(v) for v in hits.vector_ids]
+    ([1, 2], [11, 12])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facelab.errors import ConfigError
+from facelab.gallery import _search_select as select
+from facelab.gallery._search_kernels import BACKENDS, INT8_SCALE, KERNELS, parallel_map, quantize_int8
+from facelab.registry import Registry
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "INT8_SCALE",
+    "INDEXES",
+    "VectorHits",
+    "GroupHits",
+    "ExactIndex",
+    "AnnIndex",
+    "make_index",
+    "quantize_int8",
+    "recall_at_k",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Search precisions of :class:`ExactIndex` (``int8`` is InsightFace Server's ``int8_x736_v1``).
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Stored vectors must have an L2 norm within this distance of 1.
+NORM_TOLERANCE = 1e-2
+#: Index kinds for :func:`make_index`; each entry is a class taking ``(dim, **options)``.
+INDEXES: Registry = Registry("search index")
+
+
+@dataclass(frozen=True)
+class VectorHits:
+    """Top-k vectors of one query, best first.
+
+    Attributes:
+        ids: vector ids ``(k,)`` int64.
+        scores: their scores ``(k,)`` float32 (cosine similarity of unit vectors).
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class GroupHits:
+    """Top-k groups (persons) of one query, best first.
+
+    Attributes:
+        groups: group ids ``(k,)`` int64.
+        scores: group scores ``(k,)`` float32: the max over the group's vectors.
+        vector_ids: the best vector of each group ``(k,)`` int64 (lowest id among ties).
+    """
+
+    groups: np.ndarray
+    scores: np.ndarray
+    vector_ids: np.ndarray
+
+
+def _int_array(values: Any, what: str) -> np.ndarray:
+    """``values`` as a 1-D int64 array; :class:`ConfigError` for anything else."""
+    array = np.asarray(values)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise ConfigError(f"{what} must be a 1-D array of integers, got shape {array.shape}")
+    if array.size == 0:
+        return np.zeros(0, np.int64)
+    if array.dtype.kind not in "iu":
+        raise ConfigError(f"{what} must be integers, got dtype {array.dtype}")
+    if array.dtype == np.uint64 and int(array.max()) > np.iinfo(np.int64).max:
+        raise ConfigError(f"{what} must fit in int64")
+    return array.astype(np.int64, copy=False)
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+@INDEXES.register("exact")
+class ExactIndex:
+    """Exact (brute-force) top-k search over every stored vector, in FP32, FP16 or INT8.
+
+    Args:
+        dim: embedding dimension (e.g. 512).
+        precision: one of :data:`PRECISIONS`.
+        capacity: rows to allocate up front (grown by doubling when full).
+        backend: score kernel for FP16/INT8 (:data:`BACKENDS`): ``"auto"`` (NumKong's SIMD kernels
+            when ``numkong`` is installed, else NumPy), ``"numkong"`` or ``"numpy"``. FP32 always
+            uses NumPy's BLAS.
+
+    Raises:
+        ConfigError: an unknown precision or backend, or a non-positive dimension.
+    """
+
+    def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024, backend: str = "auto") -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown search precision {precision!r}; known: {list(PRECISIONS)}")
+        self.dim = int(dim)
+        self.precision = precision
+        self._kernel = KERNELS.get(precision)(self.dim, backend)
+        capacity = max(1, int(capacity))
+        self._data = np.empty((capacity, self.dim), self._kernel.storage_dtype)
+        self._ids = np.empty(capacity, np.int64)
+        self._groups = np.empty(capacity, np.int64)
+        self._n = 0
+        self._row_of: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"ExactIndex(dim={self.dim}, precision={self.precision!r}, size={self._n}, backend={self.backend!r})"
+
+    @property
+    def backend(self) -> str:
+        """The score kernel in use: ``"numpy"`` or ``"numkong"``."""
+        return self._kernel.backend
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the live rows: vectors, ids and groups (the id map comes on top)."""
+        return self._n * (self._data.itemsize * self.dim + 16)
+
+    # ------------------------------------------------------------------ mutation
+
+    def _check_vectors(self, vectors: Any, n: int) -> np.ndarray:
+        array = np.asarray(vectors)
+        if array.ndim != 2 or array.shape != (n, self.dim):
+            raise ConfigError(f"vectors must have shape ({n}, {self.dim}), got {array.shape}")
+        if array.dtype.kind not in "fiu":
+            raise ConfigError(f"vectors must be floating point, got dtype {array.dtype}")
+        array = np.ascontiguousarray(array, np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", array, array))  # a NaN or infinite entry makes its norm so
+        if not np.isfinite(norms).all():
+            raise ConfigError("vectors contain NaN or infinite values (or values too large to square)")
+        bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+        if bad.size:
+            raise ConfigError(
+                f"vectors must be L2-normalised: row {int(bad[0])} has norm {float(norms[bad[0]]):.4f} "
+                f"({bad.size} such rows)"
+            )
+        return array
+
+    def _reserve(self, rows: int) -> None:
+        capacity = len(self._ids)
+        if rows <= capacity:
+            return
+        while capacity < rows:
+            capacity *= 2
+        data = np.empty((capacity, self.dim), self._data.dtype)
+        data[: self._n] = self._data[: self._n]
+        ids = np.empty(capacity, np.int64)
+        ids[: self._n] = self._ids[: self._n]
+        groups = np.empty(capacity, np.int64)
+        groups[: self._n] = self._groups[: self._n]
+        self._data, self._ids, self._groups = data, ids, groups
+
+    def add(self, ids: Any, vectors: Any, groups: Any) -> None:
+        """Add vectors.
+
+        Args:
+            ids: ``(n,)`` int64 vector ids, unique and not yet in the index.
+            vectors: ``(n, dim)`` float32, L2-normalised, finite.
+            groups: ``(n,)`` int64 group (person) id of each vector.
+
+        Raises:
+            ConfigError: duplicate or already present ids, wrong shapes, non-finite or
+                non-normalised vectors.
+        """
+        ids = _int_array(ids, "ids")
+        groups = _int_array(groups, "groups")
+        n = len(ids)
+        if len(groups) != n:
+            raise ConfigError(f"got {n} ids but {len(groups)} groups")
+        vectors = self._check_vectors(vectors, n)
+        if n == 0:
+            return
+        listed = ids.tolist()
+        if len(set(listed)) != n:
+            uniq, counts = np.unique(ids, return_counts=True)
+            raise ConfigError(f"duplicate ids in one add: {uniq[counts > 1][:5].tolist()}")
+        present = [i for i in listed if i in self._row_of]
+        if present:
+            raise ConfigError(f"ids already in the index: {present[:5]} ({len(present)} in all)")
+        start = self._n
+        self._reserve(start + n)
+        for a in range(0, n, 16384):  # encode in cache-sized blocks: no full-size temporaries
+            self._data[start + a : start + min(n, a + 16384)] = self._kernel.encode(vectors[a : a + 16384])
+        self._ids[start : start + n] = ids
+        self._groups[start : start + n] = groups
+        self._row_of.update(zip(listed, range(start, start + n)))
+        self._n = start + n
+
+    def _remove_rows(self, rows: np.ndarray) -> int:
+        """Delete index rows: the last live rows move into the holes (swap-with-last)."""
+        rows = np.unique(rows)
+        r = len(rows)
+        if r == 0:
+            return 0
+        new_n = self._n - r
+        for vector_id in self._ids[rows].tolist():
+            del self._row_of[vector_id]
+        holes = rows[rows < new_n]
+        tail = np.arange(new_n, self._n)
+        movers = tail[~np.isin(tail, rows, assume_unique=True)]
+        if len(holes):
+            self._data[holes] = self._data[movers]
+            self._ids[holes] = self._ids[movers]
+            self._groups[holes] = self._groups[movers]
+            self._row_of.update(zip(self._ids[holes].tolist(), holes.tolist()))
+        self._n = new_n
+        return r
+
+    def remove(self, ids: Any) -> int:
+        """Remove vectors by id; unknown ids are ignored. Returns the number removed."""
+        rows = [self._row_of.get(i) for i in _int_array(ids, "ids").tolist()]
+        return self._remove_rows(np.array([r for r in rows if r is not None], np.int64))
+
+    def remove_groups(self, groups: Any) -> int:
+        """Remove every vector of the given groups. Returns the number removed."""
+        groups = _int_array(groups, "groups")
+        return self._remove_rows(np.flatnonzero(np.isin(self._groups[: self._n], groups)))
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        rows = [self._row_of.get(i) for i in ids.tolist()]
+        missing = [i for i, r in zip(ids.tolist(), rows) if r is None]
+        if missing:
+            raise ConfigError(f"ids not in the index: {missing[:5]} ({len(missing)} in all)")
+        return np.array(rows, np.int64)
+
+    def set_groups(self, ids: Any, groups: Any) -> None:
+        """Move vectors to other groups (a merge or a move of persons).
+
+        Raises:
+            ConfigError: an id not in the index, or ``ids`` and ``groups`` of different lengths.
+        """
+        ids = _int_array(ids, "ids")
+        groups = _int_array(groups, "groups")
+        if len(groups) != len(ids):
+            raise ConfigError(f"got {len(ids)} ids but {len(groups)} groups")
+        self._groups[self._rows(ids)] = groups
+
+    def clear(self) -> None:
+        """Remove every vector (capacity is kept)."""
+        self._n = 0
+        self._row_of.clear()
+
+    def ids(self) -> np.ndarray:
+        """Ids of every stored vector ``(n,)`` int64, ascending."""
+        return np.sort(self._ids[: self._n])
+
+    def groups_of(self, ids: Any) -> np.ndarray:
+        """Group of each id ``(n,)`` int64; :class:`ConfigError` for an id not in the index."""
+        return self._groups[self._rows(_int_array(ids, "ids"))].copy()
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """Whether each id is in the index ``(n,)`` bool."""
+        return np.array([i in self._row_of for i in _int_array(ids, "ids").tolist()], bool)
+
+    def ids_of_groups(self, groups: Any) -> np.ndarray:
+        """Ids of every vector in the given groups ``(m,)`` int64, ascending."""
+        groups = _int_array(groups, "groups")
+        return np.sort(self._ids[: self._n][np.isin(self._groups[: self._n], groups)])
+
+    # ------------------------------------------------------------------ search
+
+    def _check_queries(self, queries: Any) -> np.ndarray:
+        array = np.asarray(queries)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise ConfigError(f"queries must have shape (q, {self.dim}), got {np.shape(queries)}")
+        if array.dtype.kind not in "fiu":
+            raise ConfigError(f"queries must be floating point, got dtype {array.dtype}")
+        array = np.ascontiguousarray(array, np.float32)
+        if not np.isfinite(array).all():
+            raise ConfigError("queries contain NaN or infinite values")
+        return array
+
+    def _queries_per_pass(self, q: int) -> int:
+        """Queries per pass over the matrix: 64 at most; FP32 keeps its full score matrix within 256 MB."""
+        if self._kernel.parallel:
+            return max(1, min(q, 64))
+        return max(1, min(q, 64, 2**26 // max(1, self._n)))
+
+    def _scan(self, queries: np.ndarray, k: int, by_group: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Exact top-k rows (and raw scores) per query: thresholds from a sample, then one full scan.
+
+        FP32 (BLAS) scores the whole matrix in one call (a BLAS call per block was 3x slower for
+        one query on a loaded machine), then selects block by block on the thread pool; the SIMD
+        kernels score blocks on the thread pool, each block selecting its own candidates.
+        """
+        n, kernel = self._n, self._kernel
+        data, ids, groups = self._data[:n], self._ids[:n], self._groups[:n]
+        step = select.sample_step(n, k)
+        rows_step = select.BLOCK_ROWS
+        results: list[tuple[np.ndarray, np.ndarray]] = []
+        per_pass = self._queries_per_pass(len(queries))
+        for q0 in range(0, len(queries), per_pass):
+            chunk = queries[q0 : q0 + per_pass]
+            prepared = kernel.prepare(chunk)
+            q = len(chunk)
+            full = None if kernel.parallel and step > 1 else kernel.scores(data, prepared)
+            sample = full[::step] if full is not None else kernel.scores(data[::step], prepared)
+            if by_group:
+                thresholds = select.group_thresholds(sample, groups[::step], k)
+            else:
+                thresholds = select.vector_thresholds(sample, k)
+            # every row passes a lowest threshold: keep one candidate per group and block then
+            dedupe = by_group and bool(np.any(thresholds == select.lowest(thresholds.dtype)))
+
+            block = functools.partial(self._block, full=full, prepared=prepared, thresholds=thresholds, dedupe=dedupe)
+            parts = parallel_map(block, range(0, n, rows_step), True)  # NumPy's selection releases the GIL too
+            rows, cols, values = (np.concatenate(p) for p in zip(*parts))
+            if by_group:
+                results.extend(select.top_groups(rows, cols, values, ids, groups, q, k))
+            else:
+                results.extend(select.top_vectors(rows, cols, values, ids, q, k))
+        return results
+
+    def _block(
+        self, a: int, full: np.ndarray | None, prepared: Any, thresholds: np.ndarray, dedupe: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates of rows ``a : a + BLOCK_ROWS``, scored now unless ``full`` holds every score."""
+        end = min(self._n, a + select.BLOCK_ROWS)
+        scores = full[a:end] if full is not None else self._kernel.scores(self._data[a:end], prepared)
+        found = select.candidates(scores, thresholds, a)
+        return select.best_per_group(*found, self._ids[: self._n], self._groups[: self._n]) if dedupe else found
+
+    def search(self, queries: Any, k: int) -> list[VectorHits]:
+        """Top-k vectors per query, best first (fewer when the index holds fewer than ``k``).
+
+        Args:
+            queries: ``(q, dim)`` float32 (a single ``(dim,)`` vector is one query).
+            k: hits per query.
+
+        Returns:
+            One :class:`VectorHits` per query.
+        """
+        queries = self._check_queries(queries)
+        k = _check_k(k)
+        if self._n == 0:
+            return [VectorHits(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in queries]
+        return [
+            VectorHits(self._ids[rows].copy(), self._kernel.public(values))
+            for rows, values in self._scan(queries, k, by_group=False)
+        ]
+
+    def search_groups(self, queries: Any, k: int) -> list[GroupHits]:
+        """Top-k groups per query: a group scores the max over its vectors (exact).
+
+        Args:
+            queries: ``(q, dim)`` float32 (a single ``(dim,)`` vector is one query).
+            k: groups per query.
+
+        Returns:
+            One :class:`GroupHits` per query, groups by score descending then group id ascending.
+        """
+        queries = self._check_queries(queries)
+        k = _check_k(k)
+        if self._n == 0:
+            empty = np.zeros(0, np.int64)
+            return [GroupHits(empty, np.zeros(0, np.float32), empty.copy()) for _ in queries]
+        return [
+            GroupHits(self._groups[rows].copy(), self._kernel.public(values), self._ids[rows].copy())
+            for rows, values in self._scan(queries, k, by_group=True)
+        ]
+
+
+def make_index(kind: str, dim: int, **options: Any) -> ExactIndex | AnnIndex:
+    """Create a search index by kind (:data:`INDEXES`: ``"exact"``, ``"ann"``).
+
+    Args:
+        kind: the index kind.
+        dim: embedding dimension.
+        **options: passed to the index class: ``precision``, ``capacity``, ``backend`` for
+            ``"exact"`` (:class:`ExactIndex`); ``precision``, ``connectivity``, ``expansion_add``,
+            ``expansion_search``, ``group_oversample``, ``threads`` for ``"ann"`` (:class:`AnnIndex`).
+
+    Raises:
+        ConfigError: an unknown kind or option.
+    """
+    try:
+        cls = INDEXES.get(kind)
+    except KeyError:
+        raise ConfigError(f"unknown search index kind {kind!r}; known: {INDEXES.names()}") from None
+    try:
+        return cls(dim, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for search index {kind!r}: {exc}") from None
+
+
+def recall_at_k(approx: Iterable[VectorHits], exact: Iterable[VectorHits], k: int) -> float:
+    """Mean fraction of the exact top-k ids that the approximate top-k finds.
+
+    Args:
+        approx: hits of the index under test, one per query.
+        exact: hits of an exact search of the same vectors, same queries.
+        k: the cut-off (each list is cut to its first ``k``).
+
+    Returns:
+        Recall in ``[0, 1]``; queries whose exact list is empty count as fully recalled.
+
+    Raises:
+        ConfigError: lists of different lengths or a bad ``k``.
+    """
+    approx, exact = list(approx), list(exact)
+    k = _check_k(k)
+    if len(approx) != len(exact):
+        raise ConfigError(f"recall needs one approximate and one exact list per query: {len(approx)} vs {len(exact)}")
+    if not exact:
+        raise ConfigError("recall of zero queries is undefined")
+    total = 0.0
+    for a, e in zip(approx, exact):
+        truth = set(np.asarray(e.ids)[:k].tolist())
+        total += len(truth & set(np.asarray(a.ids)[:k].tolist())) / len(truth) if truth else 1.0
+    return total / len(exact)
+
+
+# AnnIndex builds on the names above (its module imports them), so it is imported last.
+from facelab.gallery._search_ann import AnnIndex  # noqa: E402
+
+INDEXES.register("ann")(AnnIndex)
