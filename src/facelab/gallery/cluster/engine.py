@@ -129,7 +129,8 @@ class ClusterResult:
         Args:
             faces: the faces the result was computed for (any order; matched by id).
             new_keys: ``n_new`` keys for the new people, or ``None`` to number them after the
-                largest existing key.
+                largest key in sight. A store passes keys from its own sequence, so that a
+                deleted person's key is never given out again.
 
         Returns:
             A :class:`FaceSet` sharing ``faces``' arrays except ``persons``.

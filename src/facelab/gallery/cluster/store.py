@@ -159,7 +159,7 @@ def load_gallery(gallery: Any, collection: str) -> tuple[FaceSet, ConstraintSet,
     lone = image < 0
     image[lone] = -1 - ids[lone]  # a face without a photo is a photo of its own
     persons, by = persons[keep], by[keep]
-    named = {p.id for p in gallery.persons(collection) if p.kind == "named"}
+    named = {p.id for p in gallery.persons(collection, kind="named")}
     dim = arrays.embeddings.shape[1] if arrays.embeddings.ndim == 2 else 0
     emb = arrays.embeddings[keep] if len(ids) else np.zeros((0, dim), np.float32)
     faces = FaceSet(ids, emb, image, persons, frozenset(named))
