@@ -20,7 +20,7 @@ from facelab.version import __version__
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 #: Modules (relative to this package) that each register one or more sub-commands.
-COMMAND_MODULES = ("analyze", "models", "eval_cmd", "train_cmd", "gallery_cmd", "video", "serve_cmd")
+COMMAND_MODULES = ("analyze", "models", "eval_cmd", "train_cmd", "gallery_cmd", "cluster_cmd", "video", "serve_cmd")
 
 _logger = logging.getLogger("facelab.cli")
 

@@ -1,4 +1,4 @@
-"""``facelab eval``: verify, calibrate, ijb, widerface and nme sub-commands.
+"""``facelab eval``: verify, calibrate, ijb, widerface, nme and cluster sub-commands.
 
 The only model-specific code is :func:`build_embedders`, which turns ``--pack`` / ``--model``
 into the two callables the framework-agnostic evaluators take.
@@ -289,6 +289,80 @@ def _cmd_nme(args: argparse.Namespace) -> int:
     return 0
 
 
+def _param_value(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from facelab.eval.cluster import cluster_metrics, embed_photos, load_labels, photo_cluster_metrics
+    from facelab.eval.pairs import IMAGE_EXTENSIONS
+    from facelab.eval.report import format_table, write_json
+
+    labelled = load_labels(args.labels, args.images)
+    params: dict[str, Any] = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise ConfigError(f"--param {item!r}: expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        params[name.strip()] = _param_value(value.strip())
+    out: dict[str, Any] = {"labels": labelled.source, "photos": len(labelled)}
+    if args.pred:
+        from facelab.eval.cluster import labels_from_csv
+
+        pred = labels_from_csv(args.pred, args.images or Path(args.labels).parent)
+        found = dict(zip(pred.items, pred.labels))
+        keep = [i for i, item in enumerate(labelled.items) if item in found]
+        if not keep:
+            raise ConfigError(f"{args.pred}: names none of the labelled images")
+        codes = np.unique(np.array([found[labelled.items[i]] for i in keep]), return_inverse=True)[1]
+        metrics = cluster_metrics(labelled.labels[keep], codes)
+        out["missing"] = [labelled.items[i] for i in range(len(labelled)) if i not in set(keep)]
+    else:
+        from facelab.gallery.cluster import recluster
+        from facelab.pipeline import FaceAnalyzer
+        from facelab.runtime.session import RuntimeOptions
+
+        prov: Any = args.providers if args.providers == "auto" else [p.strip() for p in args.providers.split(",")]
+        analyzer = FaceAnalyzer(
+            args.pack,
+            runtime=RuntimeOptions(providers=prov),
+            download=not args.offline,
+            batch_size=args.batch_size,
+            modules=["detection", "recognition"],
+        )
+        threshold = args.threshold if args.threshold is not None else analyzer.threshold
+        paths = list(labelled.items)
+        if args.context:
+            folder = Path(args.context)
+            extra = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            paths += [p for p in extra if p not in set(paths)]
+        faces = embed_photos(analyzer, paths, progress=sys.stderr.isatty())
+        result = recluster(faces.face_set(), algorithm=args.algorithm, threshold=threshold, params=params or None)
+        metrics, missing = photo_cluster_metrics(labelled, faces, result.labels())
+        out.update(
+            pack=analyzer.pack_name,
+            threshold=threshold,
+            faces_clustered=len(faces),
+            photos_clustered=len(paths),
+            algorithm=result.info["params"],
+            knn=result.info["knn"],
+            missing=missing,
+        )
+        if missing:
+            _logger.warning("%d labelled photos without a face were left out (first: %s)", len(missing), missing[0])
+    out["metrics"] = metrics.to_dict()
+    if args.json:
+        write_json(args.json, out)
+    rows = [[k, v] for k, v in metrics.to_dict().items()]
+    _print(format_table(rows, header=["clustering", "value"]))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``eval`` and its sub-commands to the top-level parser."""
     parser = subparsers.add_parser("eval", help="evaluate recognition, detection and landmark accuracy")
@@ -348,3 +422,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threshold", type=float, default=0.08, help="CED AUC / failure threshold (default 0.08)")
     p.add_argument("--json", default=None, help="write the results as JSON")
     p.set_defaults(func=_cmd_nme)
+
+    p = sub.add_parser(
+        "cluster", help="cluster labelled photos into people: pairwise / BCubed P, R, F, NMI, same-photo merges"
+    )
+    p.add_argument(
+        "--labels", required=True, help="identity folders, a CSV of image,label, or a pair list (positive pairs)"
+    )
+    p.add_argument("--images", default=None, help="image root for CSV lists (default: the list's folder)")
+    p.add_argument("--pred", default=None, help="score this CSV of image,cluster instead of clustering")
+    p.add_argument("--context", default=None, help="also cluster every photo in this folder (unlabelled)")
+    p.add_argument("--algorithm", default="default", help="clustering algorithm (default: the library default)")
+    p.add_argument("--param", action="append", help="algorithm parameter NAME=VALUE (repeatable)")
+    p.add_argument("--threshold", type=float, default=None, help="same-person cosine threshold (default: the pack's)")
+    _model_options(p)
+    p.add_argument("--json", default=None, help="write the results as JSON")
+    p.set_defaults(func=_cmd_cluster)

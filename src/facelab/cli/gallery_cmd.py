@@ -255,15 +255,27 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+def _face_brief(f: Any) -> dict[str, Any]:
+    return {"id": f.id, "image": None if f.source_path is None else str(f.source_path),
+            "bbox": None if f.bbox is None else [float(v) for v in f.bbox], "assigned_by": f.assigned_by}  # fmt: skip
+
+
 def _cmd_people_list(args: argparse.Namespace) -> int:
+    from facelab.cli.cluster_cmd import write_sheets_if_asked
+
     with _open(args) as gallery:
         people = gallery.persons(args.collection, search=args.search, kind=args.kind)
+        # every person's faces: photo and box (people would rather look than read ids)
+        faces = {p.id: gallery.faces(p.id) for p in people} if args.json else {}
+        sheets = write_sheets_if_asked(gallery, args)
     if args.json:
-        _print_json([_person_dict(p) for p in people])
+        _print_json([{**_person_dict(p), "face_list": [_face_brief(f) for f in faces[p.id]]} for p in people])
         return 0
     for p in people:
         ext = f" [{p.external_id}]" if p.external_id else ""
         print(f"{p.id}\t{p.label()}{ext}\t{p.face_count} face(s)\t{p.kind}")
+    if sheets:
+        print(f"contact sheets: {len(sheets)} file(s) in {args.sheets}")
     return 0
 
 
@@ -296,10 +308,16 @@ def _cmd_people_rename(args: argparse.Namespace) -> int:
 
 
 def _cmd_people_merge(args: argparse.Namespace) -> int:
+    from facelab.gallery.cluster import Correction
+    from facelab.gallery.cluster.store import correct_gallery
+
     with _open(args) as gallery:
         target = gallery.find_person(args.into, args.collection)
         others = [gallery.find_person(o, args.collection).id for o in args.others]
-        moved = gallery.merge_persons(target.id, others)
+        moved = sum(gallery.person(o).face_count for o in others if o != target.id)
+        # a merge is a correction: the faces are pinned to the kept person for every later clustering run
+        merges = [Correction("merge", target.id, other=o) for o in others if o != target.id]
+        correct_gallery(gallery, args.collection, merges)
         target = gallery.person(target.id)
     if args.json:
         _print_json({**_person_dict(target), "moved_faces": moved})
@@ -313,7 +331,12 @@ def _cmd_people_delete(args: argparse.Namespace) -> int:
     with _open(args) as gallery:
         people = [gallery.find_person(p, args.collection) for p in args.persons]
         for person in people:
+            kept = [f.id for f in gallery.faces(person.id)] if args.keep_faces else []
             n = gallery.delete_person(person.id, keep_faces=args.keep_faces)
+            if kept:  # kept faces stay out of clustering: the person never comes back
+                from facelab.gallery.cluster.store import ignore_faces
+
+                ignore_faces(gallery, args.collection, kept)
             out.append({"id": person.id, "name": person.name, "faces": n})
     if args.json:
         _print_json(out)
@@ -471,6 +494,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_gallery_options(p)
     p.add_argument("--search", default=None, help="substring of the name or external id")
     p.add_argument("--kind", choices=("named", "cluster"), default=None)
+    p.add_argument("--sheets", default=None, metavar="DIR", help="write a contact sheet per person and overview.png")
     p.set_defaults(func=_cmd_people_list)
     for name, func, text in (("show", _cmd_people_show, "show a person and their faces"),):
         p = sub.add_parser(name, help=text)
@@ -492,6 +516,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_gallery_options(p)
     p.add_argument("--keep-faces", action="store_true", help="keep their faces, unassigned (photo libraries)")
     p.set_defaults(func=_cmd_people_delete)
+    from facelab.cli.cluster_cmd import register_people_actions
+
+    register_people_actions(sub, _add_gallery_options)  # split, move, reject (corrections for clustering)
     people.set_defaults(func=lambda args: _missing_action(people))
 
     gal = subparsers.add_parser("gallery", help="gallery maintenance", description="gallery maintenance")
