@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from browser_helpers import artifact_dir, chromium_page
-from cli_helpers import run_script
+from cli_helpers import link_or_copy, run_script
 from serve_helpers import ServerProcess
 from shared_data import shared_file
 
@@ -18,7 +18,10 @@ def server(tmp_path_factory):
     made = run_script(["serve", "keys", "create", "--name", "browser", "--scope", "admin", "--data-dir", data])
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
-    with ServerProcess(data, ["--workers", "2"]) as proc:
+    lib = tmp_path_factory.mktemp("browser-library")
+    for name in ("img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img17.jpg", "img3.jpg"):
+        link_or_copy(shared_file(f"data/verification/deepface/{name}"), lib / name)
+    with ServerProcess(data, ["--workers", "2", "--library", str(lib)]) as proc:
         yield proc, key
 
 
@@ -93,4 +96,38 @@ def test_enroll_a_person_then_find_them_by_another_photo(server, tmp_path):
         from playwright.sync_api import expect
 
         expect(page.locator("#search-table .identity")).to_have_text("unknown", timeout=60_000)
+        assert page.page_errors == [] and page.console_errors == []
+
+
+def test_albums_index_a_library_group_it_and_name_a_person(server, tmp_path):
+    from playwright.sync_api import expect
+
+    proc, key = server
+    shots = artifact_dir(tmp_path)
+    with chromium_page() as page:
+        page.on("dialog", lambda d: d.accept("Angelina") if d.type == "prompt" else d.accept())
+        page.goto(proc.url + "/#index")
+        page.wait_for_selector("#collection-form")
+        _use_key(page, key)
+        page.wait_for_selector("#index-form")
+        page.fill("#new-collection", "album")
+        page.click("#create-collection")
+        page.wait_for_selector("#collection option[value=album]", state="attached")
+        page.select_option("#collection", "album")
+        page.click("#index-run")
+        expect(page.locator(".job[data-status=done]").first).to_be_visible(timeout=120_000)
+        assert "6/6 images" in page.inner_text(".job[data-status=done] .job-status")
+        page.screenshot(path=str(shots / "index-job-done.png"), full_page=True)
+
+        page.click("nav a[data-page=albums]")
+        page.wait_for_selector("#cluster-run")
+        page.select_option("#collection", "album")
+        page.click("#cluster-run")
+        page.wait_for_selector("#cluster-result", timeout=60_000)
+        expect(page.locator(".album").first).to_be_visible()
+        first = page.locator(".album").first
+        assert first.locator("img.thumb").count() == 4  # the four photos of one person, as crops
+        first.locator("button:has-text('Name')").click()
+        expect(page.locator(".album .album-name").first).to_have_text("Angelina")
+        page.screenshot(path=str(shots / "albums.png"), full_page=True)
         assert page.page_errors == [] and page.console_errors == []

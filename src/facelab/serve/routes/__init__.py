@@ -1,7 +1,7 @@
 """The service's routers, one module per resource; :data:`ROUTERS` lists them in mount order."""
 
-from facelab.serve.routes import compute, gallery, jobs, system
+from facelab.serve.routes import clusters, compute, gallery, jobs, system
 
-ROUTERS = (system.router, compute.router, gallery.router, jobs.router)
+ROUTERS = (system.router, compute.router, gallery.router, clusters.router, jobs.router)
 
 __all__ = ["ROUTERS"]
