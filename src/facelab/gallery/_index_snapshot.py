@@ -56,6 +56,7 @@ __all__ = [
     "SNAPSHOT_MIN_FACES",
     "SnapshotFile",
     "snapshot_folder",
+    "snapshot_name",
     "snapshot_files",
     "snapshot_bytes",
     "remove_snapshots",
@@ -110,6 +111,9 @@ def snapshot_files(folder: Path) -> list[SnapshotFile]:
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        _logger.warning("cannot list the index snapshots in %s: %s", folder, exc)
         return []
     out = []
     for name in names:
@@ -370,6 +374,10 @@ class SnapshotWriter(threading.Thread):
             "contract": self.collection.contract.id,
         }
         tmp = None
+        if not os.access(self.store.path, os.W_OK):  # it could never be recorded: do not write gigabytes for nothing
+            _logger.info("collection %r: gallery file is read-only; no index snapshot", self.collection.name)
+            self.arrays = None  # type: ignore[assignment]
+            return
         try:
             tmp = write_snapshot(self.store.path, header, *self.arrays)
             self.published = self.store.publish_snapshot(
