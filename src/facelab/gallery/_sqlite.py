@@ -17,6 +17,7 @@ arguments): ``timeout`` (seconds to wait for another writer, default 30), ``sync
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -27,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError, GalleryError
+from facelab.gallery import _index_snapshot as snapshots
 from facelab.gallery._schema import APPLICATION
-from facelab.gallery.store import GalleryStore, register_backend
+from facelab.gallery.store import GalleryStore, Transaction, register_backend
 
 __all__ = ["SQLiteStore"]
 
@@ -66,6 +68,7 @@ class SQLiteStore(GalleryStore):
         super().__init__()
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self.snapshot_dir = snapshots.snapshot_folder(self.path)
         if str(synchronous).lower() not in ("normal", "full"):
             raise ConfigError(f"sqlite gallery: synchronous must be 'normal' or 'full', got {synchronous!r}")
         try:
@@ -208,14 +211,74 @@ class SQLiteStore(GalleryStore):
 
         With ``secure_delete`` on, SQLite overwrites deleted content in the database pages; the
         WAL still holds older page images until a checkpoint copies them back and truncates it.
-        A reader in another process can delay the checkpoint; that is logged.
+        A reader in another process can delay the checkpoint; that is logged. Index snapshots
+        that no longer match their collection's revision (or whose collection is gone) are deleted.
         """
         with self._lock:
             busy, _, _ = self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            current = {int(c): int(r) for c, r in self._con.execute("SELECT id, revision FROM collections")}
+        snapshots.remove_snapshots(self.snapshot_dir, lambda f: current.get(f.collection_id) != f.revision)
         if busy:
             _logger.warning(
                 "%s: WAL checkpoint incomplete (another connection is reading); run it again later", self.path
             )
+
+    # -- index snapshots (facelab.gallery._index_snapshot) ----------------------------------------
+    def _after_commit(self, tx: Transaction) -> None:
+        """Delete the snapshots of every collection the transaction changed (they show an older revision)."""
+        if not tx.touched or not self.snapshot_dir.exists():
+            return
+        snapshots.remove_snapshots(
+            self.snapshot_dir,
+            lambda f: f.collection_id in tx.touched and tx.revisions.get(f.collection_id) != f.revision,
+        )
+
+    def remove_stale_snapshots(self, collection_id: int, revision: int) -> int:
+        """Delete the collection's snapshot files of any other revision than ``revision``; returns how many."""
+        cid = int(collection_id)
+        return snapshots.remove_snapshots(
+            self.snapshot_dir, lambda f: f.collection_id == cid and f.revision != revision
+        )
+
+    def snapshot_record(self, collection_id: int, precision: str) -> tuple[int, dict[str, Any] | None]:
+        """``(the collection's revision, its published snapshot's record or None)``, read together."""
+        with self.snapshot():
+            revision = self.revision(collection_id)
+            row = self._one(
+                "SELECT value FROM gallery_meta WHERE key = ?", (snapshots.meta_key(collection_id, precision),)
+            )
+        try:
+            record = None if row is None else json.loads(row[0])
+        except ValueError:
+            record = None
+        return revision, record if isinstance(record, dict) else None
+
+    def publish_snapshot(self, collection_id: int, revision: int, precision: str, tmp: Path, token: str) -> bool:
+        """Rename a written snapshot into place and record it, if the collection is still at ``revision``.
+
+        Both happen inside one write transaction, so no write to the collection can commit in
+        between (a later one deletes the file after its commit). Older revisions' files go.
+
+        Returns:
+            Whether it was published (``False``: the collection changed meanwhile; ``tmp`` is left to the caller).
+        """
+        cid = int(collection_id)
+        with self.transaction():
+            if self.revision(cid) != revision:
+                return False
+            os.replace(tmp, self.snapshot_dir / snapshots.snapshot_name(cid, revision, precision))
+            self._x(
+                "INSERT OR REPLACE INTO gallery_meta (key, value) VALUES (?, ?)",
+                (snapshots.meta_key(cid, precision), json.dumps({"revision": int(revision), "token": token})),
+            )
+        self.remove_stale_snapshots(cid, revision)
+        return True
+
+    def delete_collection(self, collection_id: int) -> None:
+        """Delete a collection with all its persons, images and faces (and its snapshot records)."""
+        with self.transaction():
+            super().delete_collection(collection_id)
+            self._x("DELETE FROM gallery_meta WHERE key LIKE ?", (f"index_snapshot:{int(collection_id)}:%",))
 
     def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check`` messages (``["ok"]`` when sound)."""
@@ -233,4 +296,5 @@ class SQLiteStore(GalleryStore):
             "sqlite_version": sqlite3.sqlite_version,
             "schema_version": self.schema_version(),
             "page_size": int(self._one("PRAGMA page_size")[0]),
+            "snapshot_bytes": snapshots.snapshot_bytes(self.snapshot_dir),
         }

@@ -11,6 +11,15 @@ URL) and, per collection, a search index kept in step with it:
 * ``search="database"`` (the default for PostgreSQL): pgvector answers (HNSW, or an exact scan
   with ``exact=True``).
 
+Index snapshots (SQLite, exact index; :mod:`facelab.gallery._index_snapshot`): after a
+collection's index is built from the store, a background thread writes its arrays next to the
+database file (``<gallery.db>.index/``); the next process maps that file instead of reading
+every embedding from SQLite, if and only if the collection's revision is still the one it
+shows. Any committed write to the collection deletes its snapshots. ``snapshot=None`` (the
+default) writes them for collections of at least
+:data:`~facelab.gallery._index_snapshot.SNAPSHOT_MIN_FACES` faces, ``True`` for any size,
+``False`` never (and ignores existing ones).
+
 The search methods and their rules are in :mod:`facelab.gallery.matching`.
 """
 
@@ -26,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
+from facelab.gallery import _index_snapshot as snapshots
 from facelab.gallery.matching import FaceMatch as FaceMatch
 from facelab.gallery.matching import FaceSearch as FaceSearch
 from facelab.gallery.matching import PersonMatch as PersonMatch
@@ -47,7 +57,7 @@ _logger = logging.getLogger(__name__)
 #: Where searches run: an in-memory index, or the database (PostgreSQL + pgvector only).
 SEARCH_ENGINES = ("memory", "database")
 
-_GALLERY_OPTIONS = ("search", "precision", "index")
+_GALLERY_OPTIONS = ("search", "precision", "index", "snapshot")
 
 
 @dataclass
@@ -70,6 +80,12 @@ class Gallery(SearchMixin):
             backend's default.
         precision: in-memory index precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         index: in-memory index kind: ``"exact"`` or ``"ann"`` (the ``ann`` extra).
+        snapshot: index snapshots (see the module docstring): ``None`` (SQLite, collections of
+            at least ``SNAPSHOT_MIN_FACES`` faces), ``True`` (any size) or ``False``.
+
+    Raises:
+        ConfigError: a bad option, or ``snapshot=True`` where snapshots cannot be kept
+            (not SQLite, not the in-memory exact index).
 
     Example:
         >>> from facelab import FaceAnalyzer
@@ -80,7 +96,13 @@ class Gallery(SearchMixin):
     """
 
     def __init__(
-        self, store: GalleryStore, *, search: str | None = None, precision: str = "fp32", index: str = "exact"
+        self,
+        store: GalleryStore,
+        *,
+        search: str | None = None,
+        precision: str = "fp32",
+        index: str = "exact",
+        snapshot: bool | str | None = None,
     ) -> None:
         self.store = store
         engine = search or ("database" if store.supports_vector_search else "memory")
@@ -91,8 +113,18 @@ class Gallery(SearchMixin):
         self.search_engine = engine
         self.precision = precision
         self.index_kind = index
+        wanted = snapshots.snapshot_option(snapshot)
+        possible = store.snapshot_dir is not None and engine == "memory" and index == "exact"
+        if wanted and not possible:
+            raise ConfigError(
+                "index snapshots need an SQLite gallery searched in memory with the exact index "
+                f"(this one: {store.dialect}, search={engine}, index={index})"
+            )
+        #: Snapshot policy: ``None`` (large collections), ``True`` (all) or ``False`` (off).
+        self.snapshot = wanted if possible else False
         self._live: dict[int, _Live] = {}
         self._index_lock = threading.RLock()  # the in-memory indexes are shared by the threads using this gallery
+        self._writers: list[threading.Thread] = []
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -121,9 +153,16 @@ class Gallery(SearchMixin):
             raise
 
     def close(self) -> None:
-        """Close the store and drop the indexes."""
+        """Finish writing index snapshots, then close the store and drop the indexes."""
+        self.wait_snapshots()
         self._live.clear()
         self.store.close()
+
+    def wait_snapshots(self) -> None:
+        """Wait until the index snapshots being written in the background are published (or given up)."""
+        for writer in list(self._writers):
+            writer.join()
+        self._writers = [w for w in self._writers if w.is_alive()]
 
     def __enter__(self) -> Gallery:
         return self
@@ -220,21 +259,32 @@ class Gallery(SearchMixin):
         live = self._live.get(collection.id)
         if live is not None and live.revision == self.store.revision(collection.id):
             return live.index
+        self._live.pop(collection.id, None)  # let a stale index (maybe a mapped snapshot) go before building
         dim = collection.contract.dim if collection.contract else 1
         if self.precision == "int8" and dim < 256:
             _logger.warning(
                 "collection %r: INT8 (x736) search is calibrated for 512-d embeddings; %d-d unit vectors have "
                 "larger components, some of which clip at 127/736 (use fp16 or fp32)", collection.name, dim,
             )  # fmt: skip
+        if self.snapshot is not False:
+            loaded = snapshots.load_index(self.store, collection, self.precision)
+            if loaded is not None:
+                self._live[collection.id] = _Live(*loaded)
+                return loaded[0]
         options = {"precision": self.precision} if self.index_kind == "exact" else {}
         if self.index_kind == "exact":
-            options["capacity"] = max(1, self.store.face_count(collection.id))  # no regrowth while loading
+            # no regrowth while loading, room to grow after (untouched capacity costs no memory)
+            expected = self.store.face_count(collection.id)
+            options["capacity"] = max(1024, expected + expected // 8)
         index = make_index(self.index_kind, dim, **options)
-        count, revision = self.store.vector_chunks(
-            collection.id, lambda ids, vecs, persons: index.add(ids, vecs, _groups(persons, ids))
-        )
+        count, revision = snapshots.build_from_store(self.store, collection.id, index, _groups)
         self._live[collection.id] = _Live(index, revision)
         _logger.info("collection %r: search index built with %d faces", collection.name, count)
+        wanted = self.snapshot or (self.snapshot is None and count >= snapshots.SNAPSHOT_MIN_FACES)
+        if wanted and count and collection.contract is not None:
+            writer = snapshots.SnapshotWriter(self.store, collection, index, revision)
+            self._writers = [w for w in self._writers if w.is_alive()] + [writer]
+            writer.start()
         return index
 
     def faces_added(

@@ -19,12 +19,16 @@ the group's max wins; groups order by score descending, then group id ascending.
 
 Storage is one contiguous matrix with spare capacity (doubled when full) and swap-with-last
 deletion, so adding and removing never copy the whole matrix each time, and a query reads the
-rows in place. FP32 is scored by NumPy's BLAS, FP16 and INT8 by NumKong's SIMD kernels (extra
-``facelab[search]``; see :mod:`facelab.gallery._search_kernels` for what was measured against ONNX
-Runtime's integer MatMul). Top-k selection is exact and costs a few percent of the scan
-(:mod:`facelab.gallery._search_select`). Searches may run from several threads at once; a
-mutation must not run concurrently with anything else on the same index (the store serialises
-them).
+rows in place. Ids map to rows by binary search while the rows are in id order (as loaded from
+the store), by a dict once a removal has moved rows. :meth:`ExactIndex.arrays` and
+:meth:`ExactIndex.restore` hand the stored rows out and take them back as they are (the index
+snapshots of :mod:`facelab.gallery._index_snapshot`).
+
+FP32 is scored by NumPy's BLAS, FP16 and INT8 by NumKong's SIMD kernels (extra ``facelab[search]``;
+see :mod:`facelab.gallery._search_kernels` for what was measured against ONNX Runtime's integer
+MatMul). Top-k selection is exact and costs a few percent of the scan
+(:mod:`facelab.gallery._search_select`). Searches may run from several threads at once; a mutation
+must not run concurrently with anything else on the same index (the store serialises them).
 
 Example:
     >>> import numpy as np
@@ -76,6 +80,8 @@ _logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Stored vectors must have an L2 norm within this distance of 1.
 NORM_TOLERANCE = 1e-2
+#: Rows validated and encoded per step when adding (4096 x 512 float32 = 8 MB: stays in cache).
+_BLOCK = 4096
 #: Index kinds for :func:`make_index`; each entry is a class taking ``(dim, **options)``.
 INDEXES: Registry = Registry("search index")
 
@@ -124,6 +130,10 @@ def _int_array(values: Any, what: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _strictly_increasing(values: np.ndarray) -> bool:
+    return bool(len(values) < 2 or (values[1:] > values[:-1]).all())
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
@@ -159,7 +169,57 @@ class ExactIndex:
         self._ids = np.empty(capacity, np.int64)
         self._groups = np.empty(capacity, np.int64)
         self._n = 0
-        self._row_of: dict[int, int] = {}
+        # id -> row. None while the rows are in ascending id order (a bulk load from the store):
+        # lookups then use a binary search and no dict is built; the first change that breaks
+        # the order (a removal that moves rows, an add of lower ids) builds the dict once.
+        self._row_of: dict[int, int] | None = None
+
+    @classmethod
+    def restore(
+        cls, ids: Any, groups: Any, rows: np.ndarray, precision: str = "fp32", backend: str = "auto"
+    ) -> ExactIndex:
+        """An index over rows already in this precision's storage format (see :meth:`arrays`).
+
+        For trusted rows written by :meth:`arrays` of an index of the same precision (an index
+        snapshot): they are used in place, not copied or checked for norms, so they may be a
+        (copy-on-write) memory map. Adding beyond them moves everything into fresh memory.
+
+        Args:
+            ids: ``(n,)`` int64 unique vector ids.
+            groups: ``(n,)`` int64 group of each row.
+            rows: ``(n, dim)`` stored rows: float32, float16 or int8 (``int8_x736_v1``) for
+                ``precision`` fp32, fp16, int8; C-contiguous and writable.
+            precision: one of :data:`PRECISIONS`.
+            backend: as for the constructor.
+
+        Raises:
+            ConfigError: shapes or dtype that do not fit, or duplicate ids.
+        """
+        ids, groups = (
+            a if a.flags.writeable else a.copy() for a in (_int_array(ids, "ids"), _int_array(groups, "groups"))
+        )
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[0] != len(ids) or len(groups) != len(ids) or rows.shape[1] < 1:
+            raise ConfigError(f"restore: {len(ids)} ids, {len(groups)} groups and rows of shape {rows.shape}")
+        index = cls(rows.shape[1], precision, capacity=1, backend=backend)
+        if rows.dtype != index._kernel.storage_dtype or not rows.flags.c_contiguous or not rows.flags.writeable:
+            raise ConfigError(f"restore: {precision} rows must be writable C-contiguous {index._kernel.storage_dtype}")
+        if len(ids):
+            if not _strictly_increasing(ids):
+                if len(np.unique(ids)) != len(ids):
+                    raise ConfigError("restore: duplicate ids")
+                index._row_of = dict(zip(ids.tolist(), range(len(ids))))
+            index._data, index._ids, index._groups, index._n = rows, ids, groups, len(ids)
+        return index
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live rows ``(ids (n,) int64, groups (n,) int64, stored rows (n, dim))``, as views.
+
+        The stored rows are in this precision's format (what :meth:`restore` takes). The views
+        are valid until the next change of the index.
+        """
+        n = self._n
+        return self._ids[:n], self._groups[:n], self._data[:n]
 
     def __len__(self) -> int:
         return self._n
@@ -174,8 +234,27 @@ class ExactIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the live rows: vectors, ids and groups (the id map comes on top)."""
+        """Bytes held by the live rows: vectors, ids and groups (an id map, once built, comes on top)."""
         return self._n * (self._data.itemsize * self.dim + 16)
+
+    # ------------------------------------------------------------------ id map
+
+    def _id_map(self) -> dict[int, int]:
+        """The id -> row dict, built now if the index was in sorted (binary search) mode."""
+        if self._row_of is None:
+            self._row_of = dict(zip(self._ids[: self._n].tolist(), range(self._n)))
+        return self._row_of
+
+    def _lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id ``(m,)`` int64, ``-1`` for an id not in the index."""
+        if self._row_of is None:
+            if self._n == 0:
+                return np.full(len(ids), -1, np.int64)
+            live = self._ids[: self._n]
+            pos = np.minimum(np.searchsorted(live, ids), self._n - 1)
+            return np.where(live[pos] == ids, pos, -1).astype(np.int64, copy=False)
+        get = self._row_of.get
+        return np.fromiter((get(i, -1) for i in ids.tolist()), np.int64, len(ids))
 
     # ------------------------------------------------------------------ mutation
 
@@ -186,14 +265,19 @@ class ExactIndex:
         if array.dtype.kind not in "fiu":
             raise ConfigError(f"vectors must be floating point, got dtype {array.dtype}")
         array = np.ascontiguousarray(array, np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", array, array))  # a NaN or infinite entry makes its norm so
-        if not np.isfinite(norms).all():
-            raise ConfigError("vectors contain NaN or infinite values (or values too large to square)")
-        bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
-        if bad.size:
+        bad_rows, first_bad, first_norm = 0, -1, 0.0
+        for a in range(0, n, _BLOCK):  # in cache-sized blocks: no full-size temporaries
+            block = array[a : a + _BLOCK]
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block))  # a NaN or infinite entry makes its norm so
+            if not np.isfinite(norms).all():
+                raise ConfigError("vectors contain NaN or infinite values (or values too large to square)")
+            bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+            if bad.size and first_bad < 0:
+                first_bad, first_norm = a + int(bad[0]), float(norms[bad[0]])
+            bad_rows += bad.size
+        if bad_rows:
             raise ConfigError(
-                f"vectors must be L2-normalised: row {int(bad[0])} has norm {float(norms[bad[0]]):.4f} "
-                f"({bad.size} such rows)"
+                f"vectors must be L2-normalised: row {first_bad} has norm {first_norm:.4f} ({bad_rows} such rows)"
             )
         return array
 
@@ -231,20 +315,24 @@ class ExactIndex:
         vectors = self._check_vectors(vectors, n)
         if n == 0:
             return
-        listed = ids.tolist()
-        if len(set(listed)) != n:
+        ascending = _strictly_increasing(ids)
+        if not ascending:
             uniq, counts = np.unique(ids, return_counts=True)
-            raise ConfigError(f"duplicate ids in one add: {uniq[counts > 1][:5].tolist()}")
-        present = [i for i in listed if i in self._row_of]
-        if present:
-            raise ConfigError(f"ids already in the index: {present[:5]} ({len(present)} in all)")
+            if len(uniq) != n:
+                raise ConfigError(f"duplicate ids in one add: {uniq[counts > 1][:5].tolist()}")
+        present = ids[self._lookup(ids) >= 0]
+        if len(present):
+            raise ConfigError(f"ids already in the index: {present[:5].tolist()} ({len(present)} in all)")
         start = self._n
+        if self._row_of is None and not (ascending and (start == 0 or ids[0] > self._ids[start - 1])):
+            self._id_map()  # the rows will no longer be in id order
         self._reserve(start + n)
-        for a in range(0, n, 16384):  # encode in cache-sized blocks: no full-size temporaries
-            self._data[start + a : start + min(n, a + 16384)] = self._kernel.encode(vectors[a : a + 16384])
+        for a in range(0, n, _BLOCK):  # encode in cache-sized blocks straight into the storage
+            self._kernel.encode_into(vectors[a : a + _BLOCK], self._data[start + a : start + min(n, a + _BLOCK)])
         self._ids[start : start + n] = ids
         self._groups[start : start + n] = groups
-        self._row_of.update(zip(listed, range(start, start + n)))
+        if self._row_of is not None:
+            self._row_of.update(zip(ids.tolist(), range(start, start + n)))
         self._n = start + n
 
     def _remove_rows(self, rows: np.ndarray) -> int:
@@ -254,23 +342,26 @@ class ExactIndex:
         if r == 0:
             return 0
         new_n = self._n - r
-        for vector_id in self._ids[rows].tolist():
-            del self._row_of[vector_id]
         holes = rows[rows < new_n]
+        if len(holes):
+            self._id_map()  # rows move: the id order is lost
+        if self._row_of is not None:
+            for vector_id in self._ids[rows].tolist():
+                del self._row_of[vector_id]
         tail = np.arange(new_n, self._n)
         movers = tail[~np.isin(tail, rows, assume_unique=True)]
         if len(holes):
             self._data[holes] = self._data[movers]
             self._ids[holes] = self._ids[movers]
             self._groups[holes] = self._groups[movers]
-            self._row_of.update(zip(self._ids[holes].tolist(), holes.tolist()))
+            self._row_of.update(zip(self._ids[holes].tolist(), holes.tolist()))  # type: ignore[union-attr]
         self._n = new_n
         return r
 
     def remove(self, ids: Any) -> int:
         """Remove vectors by id; unknown ids are ignored. Returns the number removed."""
-        rows = [self._row_of.get(i) for i in _int_array(ids, "ids").tolist()]
-        return self._remove_rows(np.array([r for r in rows if r is not None], np.int64))
+        rows = self._lookup(_int_array(ids, "ids"))
+        return self._remove_rows(rows[rows >= 0])
 
     def remove_groups(self, groups: Any) -> int:
         """Remove every vector of the given groups. Returns the number removed."""
@@ -278,11 +369,11 @@ class ExactIndex:
         return self._remove_rows(np.flatnonzero(np.isin(self._groups[: self._n], groups)))
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
-        rows = [self._row_of.get(i) for i in ids.tolist()]
-        missing = [i for i, r in zip(ids.tolist(), rows) if r is None]
-        if missing:
-            raise ConfigError(f"ids not in the index: {missing[:5]} ({len(missing)} in all)")
-        return np.array(rows, np.int64)
+        rows = self._lookup(ids)
+        missing = ids[rows < 0]
+        if len(missing):
+            raise ConfigError(f"ids not in the index: {missing[:5].tolist()} ({len(missing)} in all)")
+        return rows
 
     def set_groups(self, ids: Any, groups: Any) -> None:
         """Move vectors to other groups (a merge or a move of persons).
@@ -299,11 +390,12 @@ class ExactIndex:
     def clear(self) -> None:
         """Remove every vector (capacity is kept)."""
         self._n = 0
-        self._row_of.clear()
+        self._row_of = None
 
     def ids(self) -> np.ndarray:
         """Ids of every stored vector ``(n,)`` int64, ascending."""
-        return np.sort(self._ids[: self._n])
+        live = self._ids[: self._n]
+        return live.copy() if self._row_of is None else np.sort(live)
 
     def groups_of(self, ids: Any) -> np.ndarray:
         """Group of each id ``(n,)`` int64; :class:`ConfigError` for an id not in the index."""
@@ -311,7 +403,7 @@ class ExactIndex:
 
     def contains(self, ids: Any) -> np.ndarray:
         """Whether each id is in the index ``(n,)`` bool."""
-        return np.array([i in self._row_of for i in _int_array(ids, "ids").tolist()], bool)
+        return self._lookup(_int_array(ids, "ids")) >= 0
 
     def ids_of_groups(self, groups: Any) -> np.ndarray:
         """Ids of every vector in the given groups ``(m,)`` int64, ascending."""

@@ -151,6 +151,8 @@ class GalleryStore(PersonsSQL, RecordsSQL):
 
     dialect = "sqlite"
     supports_vector_search = False
+    #: Folder of the backend's index snapshots (:mod:`facelab.gallery._index_snapshot`), ``None`` without.
+    snapshot_dir: Any = None
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -268,6 +270,13 @@ class GalleryStore(PersonsSQL, RecordsSQL):
                     self._tx = None
                 raise
             self._tx = None
+            try:
+                self._after_commit(tx)
+            except Exception:  # noqa: BLE001 - the transaction is committed; only housekeeping failed
+                _logger.exception("%s: housekeeping after a commit failed", self.url)
+
+    def _after_commit(self, tx: Transaction) -> None:
+        """*Backend*: run after a write transaction committed (SQLite deletes stale index snapshots)."""
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -446,6 +455,7 @@ class GalleryStore(PersonsSQL, RecordsSQL):
         with self.transaction():
             self.collection(collection_id)
             self._x("DELETE FROM collections WHERE id = ?", (int(collection_id),))
+            self._touch(collection_id)  # no revision to bump any more: hooks see it gone
 
     def revision(self, collection_id: int) -> int:
         """The collection's current revision (bumped by every committed write)."""
