@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import nn
 from facelab.detection.retinaface_graph import BIUBUG6_VARIANTS, VARIANCES, retinaface_card
 from facelab.errors import ConfigError, ModelError
 from facelab.registry import Registry
+from facelab.train._onnx_export import check_opset, compare_with_onnxruntime, torch_to_onnx
 from facelab.zoo.card import ModelCard
 
 __all__ = [
@@ -457,10 +457,7 @@ def export_retinaface(
     Raises:
         ModelError: unusable checkpoint, or the exported model fails the check.
     """
-    import onnxruntime as ort
-
-    if opset < 13:
-        raise ModelError(f"opset {opset} is below 13")
+    check_opset(opset)
     model, variant = load_retinaface(pth, variant)
     spec = RETINAFACE_VARIANTS.get(variant)
     out = Path(out_onnx)
@@ -468,33 +465,27 @@ def export_retinaface(
     names = ["loc", "conf", "landms"]
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({n: {0: "batch", 1: "priors"} for n in names})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy exporter deprecation / tracer warnings
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, 320, 320),),
-            str(out),
-            input_names=["input"],
-            output_names=names,
-            opset_version=opset,
-            dynamic_axes=dynamic,
-            dynamo=False,
-        )
+    torch_to_onnx(
+        model,
+        torch.zeros(1, 3, 320, 320),
+        out,
+        input_names=["input"],
+        output_names=names,
+        opset=opset,
+        dynamic_axes=dynamic,
+    )
     _write_prior_metadata(out, spec)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for shape in ((1, 3, 240, 320), (2, 3, 200, 136)):
-        x = rng.uniform(-120, 130, shape).astype(np.float32)
-        with torch.no_grad():
-            ref = [t.numpy() for t in model(torch.from_numpy(x))]
-        got = session.run(names, {"input": x})
+
+    def check_shapes(x: np.ndarray, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
         for n, r, g in zip(names, ref, got):
             if r.shape != g.shape:
                 raise ModelError(f"{out}: {n} has shape {g.shape} in ONNX Runtime, {r.shape} in torch")
-            worst = max(worst, float(np.abs(r - g).max()))
-    if worst > atol:
-        raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
+
+    rng = np.random.default_rng(0)
+    samples = [rng.uniform(-120, 130, shape).astype(np.float32) for shape in ((1, 3, 240, 320), (2, 3, 200, 136))]
+    worst = compare_with_onnxruntime(
+        out, model, samples, input_name="input", atol=atol, check_shapes=check_shapes, output_names=names
+    )
     card = retinaface_card(
         out,
         variant,
