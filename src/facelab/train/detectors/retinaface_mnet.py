@@ -187,7 +187,36 @@ class _Conv1x1Head(nn.Module):
         return self.conv1x1(x)
 
 
-class RetinaFaceMNet(nn.Module):
+class _RetinaFaceNeckHeads(nn.Module):
+    """RetinaFace after its body: FPN, one SSH per level and 1x1 class / box / landmark heads (biubug6 keys).
+
+    A subclass sets ``self.body`` (stride-8/16/32 feature maps) and then calls :meth:`_add_neck_and_heads`.
+    """
+
+    body: nn.Module
+
+    def _add_neck_and_heads(
+        self, body_channels: tuple[int, int, int], channels: int, leaky: float, anchors: int
+    ) -> None:
+        self.fpn = _FPN(body_channels, channels, leaky)
+        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
+        self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
+        self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
+        self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N, 3, H, W)`` normalised BGR → ``(loc, conf, landms)``."""
+        p3, p4, p5 = self.fpn(self.body(x))
+        feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
+        return _outputs(
+            [h(f) for h, f in zip(self.BboxHead, feats)],
+            [h(f) for h, f in zip(self.ClassHead, feats)],
+            [h(f) for h, f in zip(self.LandmarkHead, feats)],
+            softmax=not self.training,
+        )
+
+
+class RetinaFaceMNet(_RetinaFaceNeckHeads):
     """RetinaFace with a MobileNetV1-0.25 trunk, FPN (64 ch), SSH and 1x1 heads, 2 priors per cell.
 
     ``forward(x)`` takes ``(N, 3, H, W)`` normalised BGR and returns ``(loc (N, P, 4),
@@ -204,22 +233,7 @@ class RetinaFaceMNet(nn.Module):
     def __init__(self, anchors: int = 2, channels: int = 64, leaky: float = 0.0) -> None:
         super().__init__()
         self.body = _MobileNetBody(leaky)
-        self.fpn = _FPN((64, 128, 256), channels, leaky)
-        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
-        self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
-        self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
-        self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(N, 3, H, W)`` normalised BGR → ``(loc, conf, landms)``."""
-        p3, p4, p5 = self.fpn(self.body(x))
-        feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
-        return _outputs(
-            [h(f) for h, f in zip(self.BboxHead, feats)],
-            [h(f) for h, f in zip(self.ClassHead, feats)],
-            [h(f) for h, f in zip(self.LandmarkHead, feats)],
-            softmax=not self.training,
-        )
+        self._add_neck_and_heads((64, 128, 256), channels, leaky, anchors)
 
 
 # ----------------------------------------------------------------------------- RFB / Slim
