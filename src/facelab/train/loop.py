@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from facelab.errors import ConfigError, FacelabError
+from facelab.train.config import check_fields
 
 __all__ = [
     "TrainingError",
@@ -111,9 +112,7 @@ class LoopConfig:
             (not (self.fp16 and self.bf16), "fp16 and bf16 are exclusive"),
             (self.max_steps >= 0 and self.save_every >= 0 and self.eval_every >= 0, "step counts must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
 
 
 @dataclass

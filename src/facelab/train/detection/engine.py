@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from facelab.errors import ConfigError
+from facelab.train.config import check_fields
 from facelab.train.detection.annotations import ImageAnnotation, load_annotations, to_box_gt
 from facelab.train.detection.augment import AugmentOptions, Sample, _Pipeline, build_augmentation
 from facelab.train.detection.losses import RetinaFaceCriterion, ScrfdCriterion, Targets
@@ -114,9 +115,7 @@ class DetectConfig(LoopConfig):
                 "give both widerface_val_images and widerface_val_gt",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
         return self
 
     def to_dict(self) -> dict[str, Any]:
