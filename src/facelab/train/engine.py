@@ -34,6 +34,7 @@ from facelab.train.loop import (
     make_optimizer,
     rng_state,
     set_rng_state,
+    shard_loader,
     start_run,
     world_info,
 )
@@ -88,16 +89,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg.rec, cfg.folder, cfg.synthetic, cfg.num_classes, cfg.seed, cfg.flip, cfg.synthetic_length, cfg.input_size
     )
     num_classes = cfg.num_classes or int(dataset.num_classes)  # type: ignore[attr-defined]
-    sampler = ShardSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    sampler, loader = shard_loader(dataset, cfg.batch_size, cfg.num_workers, cfg.seed, rank, world, device)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     total_steps = steps_per_epoch * cfg.num_epoch
     warmup_steps = steps_per_epoch * cfg.warmup_epoch

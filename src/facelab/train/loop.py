@@ -56,6 +56,7 @@ __all__ = [
     "world_info",
     "start_run",
     "make_optimizer",
+    "shard_loader",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -160,6 +161,36 @@ def make_optimizer(params: Any, name: str, lr: float, momentum: float, weight_de
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def shard_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> tuple[Any, torch.utils.data.DataLoader]:
+    """``(sampler, loader)`` of this rank's share of ``dataset``.
+
+    The sampler is a seeded, resumable :class:`~facelab.train.data.ShardSampler`; the loader yields full
+    batches of ``batch_size`` only (``collate`` builds them) and pins memory on CUDA.
+    """
+    from facelab.train.data import ShardSampler
+
+    sampler = ShardSampler(len(dataset), batch_size, rank, world, seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
+    return sampler, loader
 
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:
@@ -311,7 +342,6 @@ def run_loop(
     """
     from tqdm import tqdm
 
-    from facelab.train.data import ShardSampler
     from facelab.train.partial_fc import allreduce_gradients
 
     cfg.check_loop()
@@ -323,16 +353,7 @@ def run_loop(
     if world > 1:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, 0)
-    sampler = ShardSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        collate_fn=collate,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-    )
+    sampler, loader = shard_loader(dataset, cfg.batch_size, cfg.num_workers, cfg.seed, rank, world, device, collate)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     total_steps = steps_per_epoch * cfg.num_epoch
     params = [p for p in model.parameters() if p.requires_grad]
