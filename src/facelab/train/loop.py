@@ -115,6 +115,10 @@ class LoopConfig:
         ]
         check_fields(checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (what ``model.pt`` and the checkpoints store as ``config``)."""
+        return dict(self.__dict__)
+
 
 @dataclass
 class LoopResult:
@@ -376,7 +380,7 @@ def run_loop(
         result.metrics = state.get("metrics", {})
         set_rng_state(state["rng"])
         _logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, in_epoch)
-    config_dict = dict(cfg.__dict__)
+    config_dict = cfg.to_dict()
 
     def save() -> None:
         atomic_save(

@@ -118,10 +118,6 @@ class DetectConfig(LoopConfig):
         check_fields(checks)
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return dict(self.__dict__)
-
 
 class DetectionDataset(torch.utils.data.Dataset):
     """Augmented training samples; sample ``i`` of epoch ``e`` is drawn with the generator ``(seed, e, i)``.

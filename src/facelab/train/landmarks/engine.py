@@ -99,10 +99,6 @@ class LandmarkConfig(LoopConfig):
         check_fields(checks)
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return dict(self.__dict__)
-
 
 class LandmarkExportForm(nn.Module):
     """The exported form: raw RGB ``0..255`` crops ``(N, 3, S, S)`` → ``(x − 127.5) / 128`` in the graph → ``(N, 2K)``.
