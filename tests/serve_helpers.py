@@ -1,5 +1,6 @@
-"""Helpers for the service tests: a real ``facelab serve`` process on loopback, keys, shared photos.
+"""Helpers for the service tests: a real ``facelab serve`` process on loopback, an in-process app, keys, photos.
 
+``serve_client`` runs ``create_app`` in FastAPI's ``TestClient`` (lifespan started, ready, with a key).
 ``ServerProcess`` starts the installed console script (the same entry point a user runs) on a free
 port with its own data folder and gallery file, waits for ``/v1/health`` to say ready, and can be
 stopped politely or killed with SIGKILL.
@@ -12,14 +13,17 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from cli_helpers import script_command
 from shared_data import shared_file
 
-__all__ = ["free_port", "ServerProcess", "photo"]
+__all__ = ["free_port", "ServerProcess", "photo", "serve_client"]
 
 
 def free_port() -> int:
@@ -32,6 +36,28 @@ def free_port() -> int:
 def photo(relative: str) -> bytes:
     """The bytes of a shared photo (``data/...``)."""
     return Path(shared_file(relative)).read_bytes()
+
+
+@contextmanager
+def serve_client(settings: Any, analyzer: Any, scope: str = "write") -> Iterator[Any]:
+    """``create_app(settings, analyzer=analyzer)`` in a ``TestClient`` that sends a fresh key of ``scope``.
+
+    Server errors come back as responses (``raise_server_exceptions=False``); the client is handed out
+    once ``/v1/health`` answers 200 (or after 30 s of asking).
+    """
+    from fastapi.testclient import TestClient
+
+    from facelab.serve import create_app
+
+    app = create_app(settings, analyzer=analyzer)
+    secret = app.state.facelab.keys.create("t", scope)[0]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(600):
+            if client.get("/v1/health").status_code == 200:
+                break
+            time.sleep(0.05)
+        client.headers["Authorization"] = f"Bearer {secret}"
+        yield client
 
 
 class ServerProcess:

@@ -10,11 +10,12 @@ from cli_helpers import link_or_copy
 from shared_data import missing_dependency, shared_file
 
 try:
-    from fastapi.testclient import TestClient
+    import fastapi  # noqa: F401  (the 'serve' extra; serve_helpers.serve_client uses its TestClient)
 except ImportError:  # pragma: no cover
     missing_dependency("the service tests need the 'serve' extra (fastapi)")
 
-from facelab.serve import ServeSettings, create_app
+from facelab.serve import ServeSettings
+from serve_helpers import serve_client
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +31,9 @@ def api(tmp_path_factory):
     lib = tmp_path_factory.mktemp("albums")
     for name in ANGELINA + OTHERS:
         link_or_copy(shared_file(f"data/verification/deepface/{name}"), lib / name)
-    app = create_app(
-        ServeSettings(data_dir=tmp_path_factory.mktemp("serve-clu"), library=(lib,)), analyzer=FaceAnalyzer()
-    )
-    secret = app.state.facelab.keys.create("t", "write")[0]
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/health").status_code == 200:
-                break
-            time.sleep(0.05)
-        client.headers["Authorization"] = f"Bearer {secret}"
+    with serve_client(
+        ServeSettings(data_dir=tmp_path_factory.mktemp("serve-clu"), library=(lib,)), FaceAnalyzer()
+    ) as client:
         assert client.post("/v1/collections", json={"id": "lib", "save_face_crops": True}).status_code == 201
         job = client.post("/v1/index", json={"collection_id": "lib", "paths": ["."]}).json()
         for _ in range(1200):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,12 @@ import pytest
 from shared_data import missing_dependency, shared_file
 
 try:
-    from fastapi.testclient import TestClient
+    import fastapi  # noqa: F401  (the 'serve' extra; serve_helpers.serve_client uses its TestClient)
 except ImportError:  # pragma: no cover
     missing_dependency("the service tests need the 'serve' extra (fastapi)")
 
-from facelab.serve import ServeSettings, create_app
+from facelab.serve import ServeSettings
+from serve_helpers import serve_client
 
 DF = "data/verification/deepface/"
 ANGELINA = ["img1.jpg", "img2.jpg", "img4.jpg"]  # master.csv: all "Yes" with img1
@@ -30,14 +30,7 @@ def api(tmp_path_factory):
     from facelab import FaceAnalyzer
 
     data = tmp_path_factory.mktemp("serve-gallery")
-    app = create_app(ServeSettings(data_dir=data, max_enroll_images=3), analyzer=FaceAnalyzer())
-    secret = app.state.facelab.keys.create("t", "write")[0]
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/health").status_code == 200:
-                break
-            time.sleep(0.05)
-        client.headers["Authorization"] = f"Bearer {secret}"
+    with serve_client(ServeSettings(data_dir=data, max_enroll_images=3), FaceAnalyzer()) as client:
         yield client
 
 

@@ -10,11 +10,12 @@ from cli_helpers import link_or_copy
 from shared_data import missing_dependency, shared_file
 
 try:
-    from fastapi.testclient import TestClient
+    import fastapi  # noqa: F401  (the 'serve' extra; serve_helpers.serve_client uses its TestClient)
 except ImportError:  # pragma: no cover
     missing_dependency("the service tests need the 'serve' extra (fastapi)")
 
-from facelab.serve import ServeSettings, create_app
+from facelab.serve import ServeSettings
+from serve_helpers import serve_client
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,7 @@ def api(tmp_path_factory):
     link_or_copy(shared_file("data/images/t1.jpg"), lib / "t1.jpg")
     (lib / "2024" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     data = tmp_path_factory.mktemp("serve-jobs")
-    app = create_app(ServeSettings(data_dir=data, library=(lib,)), analyzer=FaceAnalyzer())
-    secret = app.state.facelab.keys.create("t", "write")[0]
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/health").status_code == 200:
-                break
-            time.sleep(0.05)
-        client.headers["Authorization"] = f"Bearer {secret}"
+    with serve_client(ServeSettings(data_dir=data, library=(lib,)), FaceAnalyzer()) as client:
         yield client
 
 

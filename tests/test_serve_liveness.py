@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,12 @@ from liveness_helpers import LIVE, SPOOFS, install_liveness_pack
 from shared_data import missing_dependency, shared_file
 
 try:
-    from fastapi.testclient import TestClient
+    import fastapi  # noqa: F401  (the 'serve' extra; serve_helpers.serve_client uses its TestClient)
 except ImportError:  # pragma: no cover
     missing_dependency("the service tests need the 'serve' extra (fastapi)")
 
-from facelab.serve import ServeSettings, create_app
+from facelab.serve import ServeSettings
+from serve_helpers import serve_client
 
 
 def _img(rel: str) -> tuple[str, bytes, str]:
@@ -29,14 +29,7 @@ def api(tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-live-home")
     install_liveness_pack(home)
     fa = FaceAnalyzer(modules=["all", "liveness"], home=home, download=False)
-    app = create_app(ServeSettings(data_dir=tmp_path_factory.mktemp("serve-live"), require_live=True), analyzer=fa)
-    secret = app.state.facelab.keys.create("t", "write")[0]
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/health").status_code == 200:
-                break
-            time.sleep(0.05)
-        client.headers["Authorization"] = f"Bearer {secret}"
+    with serve_client(ServeSettings(data_dir=tmp_path_factory.mktemp("serve-live"), require_live=True), fa) as client:
         yield client
 
 

@@ -18,13 +18,7 @@ from facelab.train.backbones import (  # noqa: E402
     register_backbone,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_lists_all_and_rejects_unknown_and_duplicates():

@@ -23,13 +23,7 @@ from facelab.train.detection.losses import (  # noqa: E402
 )
 from facelab.train.detection.variants import DETECTOR_VARIANTS, ScrfdExportForm, build_detector  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _load_insightface_weights(net, path):

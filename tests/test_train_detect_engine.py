@@ -20,13 +20,7 @@ from facelab.train.config import load_config  # noqa: E402
 from facelab.train.detection.engine import DetectConfig, train_detector  # noqa: E402
 from facelab.train.loop import lr_at  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(model, out, *extra):

@@ -24,17 +24,9 @@ shared_data.require_module("onnx")
 from facelab.cli import main  # noqa: E402
 from facelab.zoo.card import ModelCard  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread_per_module")]
 
 DLIB = "data/detection/dlib_faces"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

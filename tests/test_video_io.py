@@ -21,7 +21,7 @@ av = require_module("av")
 from facelab.errors import ConfigError, VideoError  # noqa: E402
 from facelab.video.io import OpenCVReader, PyAVReader, VideoWriter, atomic_output, open_video  # noqa: E402
 from facelab.video.live import LiveSource, is_live_source  # noqa: E402
-from video_scenes import write_clip  # noqa: E402
+from video_scenes import write_audio_only, write_clip  # noqa: E402
 
 
 def _frames(n: int, w: int = 160, h: int = 96) -> list[np.ndarray]:
@@ -140,17 +140,7 @@ def test_bad_inputs_give_clear_errors(clip, tmp_path):
     truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     with pytest.raises(VideoError, match="not a readable video"):
         PyAVReader(truncated)
-    audio_only = tmp_path / "tone.m4a"
-    c = av.open(str(audio_only), "w")
-    a = c.add_stream("aac", rate=16000, layout="mono")
-    for k in range(0, 16000, 1024):
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        f.sample_rate, f.pts = 16000, k
-        for p in a.encode(f):
-            c.mux(p)
-    for p in a.encode():
-        c.mux(p)
-    c.close()
+    audio_only = write_audio_only(tmp_path / "tone.m4a")
     with pytest.raises(VideoError, match="no video stream .*audio"):
         PyAVReader(audio_only)
     with pytest.raises(ConfigError, match="unknown video backend"):

@@ -245,6 +245,23 @@ def write_clip(
     return times
 
 
+def write_audio_only(path: Path, sample_rate: int = 16000, seconds: float = 1.0) -> Path:
+    """An AAC file with one second of mono silence and no video stream (a bad input for the video readers)."""
+    import av
+
+    c = av.open(str(path), "w")
+    a = c.add_stream("aac", rate=sample_rate, layout="mono")
+    for k in range(0, int(sample_rate * seconds), 1024):
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = sample_rate, k
+        for p in a.encode(f):
+            c.mux(p)
+    for p in a.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
 def linear(f0: int, f1: int, a: tuple[float, float, float], b: tuple[float, float, float]) -> Path2D:
     """Move from ``a`` at frame ``f0`` to ``b`` at ``f1`` (absent outside)."""
 

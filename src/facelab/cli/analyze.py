@@ -47,6 +47,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline", action="store_true", help="never download; fail if the pack is missing")
 
 
+def _add_progress_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", action="store_true", help="show a progress bar even when stderr is not a terminal"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A bar is drawn with ``--progress``, or on a terminal unless ``--no-progress``."""
+    return bool(args.progress or (sys.stderr.isatty() and not args.no_progress))
+
+
 def _size(text: str) -> tuple[int, int] | str:
     if text.lower() in ("auto", "native"):
         return text.lower()
@@ -131,7 +143,7 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
     except OSError as exc:
         raise ConfigError(f"--output {args.output}: cannot write ({exc.strerror or exc})") from None
     progress = None
-    if many and (args.progress or (sys.stderr.isatty() and not args.no_progress)):
+    if many and _show_progress(args):
         from tqdm import tqdm
 
         progress = tqdm(total=len(paths), unit="img", file=sys.stderr)
@@ -291,8 +303,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--max-num", type=int, default=0, help="keep at most N faces per image (0 = all)")
         p.add_argument("--embeddings", action="store_true", help="include embeddings in JSON output")
         p.add_argument("--batch-images", type=int, default=4, help="images analysed together (default 4)")
-        p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
-        p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+        _add_progress_options(p)
         if name == "analyze":
             p.add_argument(
                 "--liveness",

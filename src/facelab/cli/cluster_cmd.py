@@ -103,31 +103,36 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_move(args: argparse.Namespace) -> int:
-    from facelab.cli.gallery_cmd import _open, _print_json
+def _correct_faces(args: argparse.Namespace, action: str, person_ref: str) -> int:
+    """Apply the ``action`` correction (``move`` / ``reject``) of ``args.faces`` to a person; its id."""
+    from facelab.cli.gallery_cmd import _open
     from facelab.gallery.cluster import Correction
 
     with _open(args) as gallery:
-        person = gallery.find_person(args.to, args.collection)
-    _correct(args, [Correction("move", person.id, _faces(args.faces))])
+        person = gallery.find_person(person_ref, args.collection)
+    _correct(args, [Correction(action, person.id, _faces(args.faces))])
+    return person.id
+
+
+def _cmd_move(args: argparse.Namespace) -> int:
+    from facelab.cli.gallery_cmd import _print_json
+
+    pid = _correct_faces(args, "move", args.to)
     if args.json:
-        _print_json({"person": person.id, "faces": list(_faces(args.faces))})
+        _print_json({"person": pid, "faces": list(_faces(args.faces))})
     else:
-        print(f"{len(args.faces)} face(s) moved to person {person.id}")
+        print(f"{len(args.faces)} face(s) moved to person {pid}")
     return 0
 
 
 def _cmd_reject(args: argparse.Namespace) -> int:
-    from facelab.cli.gallery_cmd import _open, _print_json
-    from facelab.gallery.cluster import Correction
+    from facelab.cli.gallery_cmd import _print_json
 
-    with _open(args) as gallery:
-        person = gallery.find_person(args.person, args.collection)
-    _correct(args, [Correction("reject", person.id, _faces(args.faces))])
+    pid = _correct_faces(args, "reject", args.person)
     if args.json:
-        _print_json({"person": person.id, "rejected_faces": list(_faces(args.faces))})
+        _print_json({"person": pid, "rejected_faces": list(_faces(args.faces))})
     else:
-        print(f"{len(args.faces)} face(s) are not person {person.id}; no later run puts them back")
+        print(f"{len(args.faces)} face(s) are not person {pid}; no later run puts them back")
     return 0
 
 

@@ -13,7 +13,15 @@ import os
 import sys
 from typing import Any
 
-from facelab.cli.analyze import EXIT_SOME_FAILED, _add_model_options, _analyzer, _analyzer_options, _threshold
+from facelab.cli.analyze import (
+    EXIT_SOME_FAILED,
+    _add_model_options,
+    _add_progress_options,
+    _analyzer,
+    _analyzer_options,
+    _show_progress,
+    _threshold,
+)
 from facelab.errors import ConfigError
 
 __all__ = ["register"]
@@ -47,7 +55,7 @@ def _print_json(data: Any) -> None:
 
 def _progress_bar(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(callback, closer)`` drawing a tqdm bar with images/s and faces/s on a terminal (or ``--progress``)."""
-    if not (args.progress or (sys.stderr.isatty() and not args.no_progress)):
+    if not _show_progress(args):
         return None, lambda: None
     from tqdm import tqdm
 
@@ -464,8 +472,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ray-cpus-per-actor", type=float, default=0.5, help="CPUs reserved per actor (default 0.5; keep some free)"
     )
     p.add_argument("--shards", metavar="DIR", help="with --ray: write Parquet shards to DIR, then bulk-load them")
-    p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
-    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    _add_progress_options(p)
     p.set_defaults(func=_cmd_index)
 
     p = subparsers.add_parser("search", help="name the people in photos", description="search a gallery by photo")

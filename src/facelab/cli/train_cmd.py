@@ -18,8 +18,10 @@ torch is imported only when one of these runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["register"]
@@ -48,16 +50,50 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="facelab train export", description="Export a training checkpoint to ONNX + model card."
-    )
-    p.add_argument("checkpoint", help="model.pt written by facelab train, or its run folder")
+@dataclass(frozen=True)
+class _CheckpointExport:
+    """A ``facelab train export*`` word that turns a training checkpoint into ONNX + card."""
+
+    module: str  #: where the exporter lives
+    function: str  #: its name; called as ``f(checkpoint, out, license=, name=, train_data=, opset=)``
+    description: str
+    checkpoint_help: str
+    name_help: str
+
+
+_CHECKPOINT_EXPORTS = {
+    "export": _CheckpointExport(
+        "facelab.train.export",
+        "export_onnx",
+        "Export a training checkpoint to ONNX + model card.",
+        "model.pt written by facelab train, or its run folder",
+        "model card name (default NETWORK.STEM)",
+    ),
+    **{
+        f"export-{kind}": _CheckpointExport(
+            module,
+            function,
+            f"Export a facelab train {kind} run to ONNX + model card.",
+            "the run folder or its model.pt",
+            "model card name",
+        )
+        for kind, module, function in (
+            ("detector", "facelab.train.detection.export", "export_detector"),
+            ("landmarks", "facelab.train.landmarks.export", "export_landmarks"),
+        )
+    },
+}
+
+
+def _export_parser(target: str) -> argparse.ArgumentParser:
+    spec = _CHECKPOINT_EXPORTS[target]
+    p = argparse.ArgumentParser(prog=f"facelab train {target}", description=spec.description)
+    p.add_argument("checkpoint", help=spec.checkpoint_help)
     p.add_argument("out", help="the .onnx file to write (the card goes beside it as .json)")
     p.add_argument(
         "--license", "--licence", dest="license", required=True, help="licence of the weights (stored in the card)"
     )
-    p.add_argument("--name", default=None, help="model card name (default NETWORK.STEM)")
+    p.add_argument("--name", default=None, help=spec.name_help)
     p.add_argument("--train-data", default=None, help="training data name for the card")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
     return p
@@ -79,25 +115,21 @@ def _export_retinaface_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _export_run_parser(kind: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"facelab train export-{kind}", description=f"Export a facelab train {kind} run to ONNX + model card."
-    )
-    p.add_argument("checkpoint", help="the run folder or its model.pt")
-    p.add_argument("out", help="the .onnx file to write (the card goes beside it as .json)")
-    p.add_argument(
-        "--license", "--licence", dest="license", required=True, help="licence of the weights (stored in the card)"
-    )
-    p.add_argument("--name", default=None, help="model card name")
-    p.add_argument("--train-data", default=None, help="training data name for the card")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
-    return p
-
-
 def _split_overrides(rest: list[str]) -> tuple[str, list[str]]:
     if not rest or "=" in rest[0]:
         raise SystemExit("facelab train: give the config file first, then key=value overrides")
     return rest[0], list(rest[1:])
+
+
+def _print_summary(result: Any, scores: str) -> None:
+    """The last line of a training run (rank 0 only): steps, final loss, run folder and the scores."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
+    sys.stdout.write(
+        f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
+        f"{'; ' + scores if scores else ''}\n"
+    )
 
 
 def _run_detect(rest: list[str]) -> int:
@@ -106,15 +138,10 @@ def _run_detect(rest: list[str]) -> int:
 
     path, overrides = _split_overrides(rest)
     result = train_detector(load_config(path, overrides, cls=DetectConfig))
-    if os.environ.get("RANK", "0") == "0":
-        metrics = "; ".join(
-            f"{k}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for k, vals in result.metrics.items()
-        )
-        final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
-        sys.stdout.write(
-            f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
-            f"{'; ' + metrics if metrics else ''}\n"
-        )
+    metrics = "; ".join(
+        f"{k}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for k, vals in result.metrics.items()
+    )
+    _print_summary(result, metrics)
     return 0
 
 
@@ -124,13 +151,7 @@ def _run_landmarks(rest: list[str]) -> int:
 
     path, overrides = _split_overrides(rest)
     result = train_landmarks(load_config(path, overrides, cls=LandmarkConfig))
-    if os.environ.get("RANK", "0") == "0":
-        metrics = "; ".join(f"{k}: NME {v['nme']:.4f}" for k, v in result.metrics.items() if "nme" in v)
-        final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
-        sys.stdout.write(
-            f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
-            f"{'; ' + metrics if metrics else ''}\n"
-        )
+    _print_summary(result, "; ".join(f"{k}: NME {v['nme']:.4f}" for k, v in result.metrics.items() if "nme" in v))
     return 0
 
 
@@ -142,14 +163,12 @@ def _run_preview(rest: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key=value")
     ns = p.parse_intermixed_args(rest)
     from facelab.train.config import load_config
-    from facelab.train.detection.augment import AugmentOptions, build_augmentation, draw_augmented_samples
-    from facelab.train.detection.engine import DetectConfig, load_records
-    from facelab.train.detection.variants import get_variant
+    from facelab.train.detection.augment import draw_augmented_samples
+    from facelab.train.detection.engine import DetectConfig, load_records, training_augmentation
 
     cfg = load_config(ns.config, ns.overrides, cls=DetectConfig)
     records = load_records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
-    options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
-    pipeline = build_augmentation(cfg.augment or get_variant(cfg.model).family, options)
+    pipeline = training_augmentation(cfg)
     files = draw_augmented_samples(records, pipeline, ns.out_dir, per_image=ns.per_image, seed=cfg.seed)
     sys.stdout.write(f"wrote {len(files)} samples to {ns.out_dir}\n")
     return 0
@@ -162,13 +181,10 @@ def _run(args: argparse.Namespace) -> int:
         return _run_landmarks(list(args.rest))
     if args.target == "augment-preview":
         return _run_preview(list(args.rest))
-    if args.target in ("export-detector", "export-landmarks"):
-        kind = args.target.split("-", 1)[1]
-        ns = _export_run_parser(kind).parse_args(args.rest)
-        if kind == "detector":
-            from facelab.train.detection.export import export_detector as exporter
-        else:
-            from facelab.train.landmarks.export import export_landmarks as exporter
+    if args.target in _CHECKPOINT_EXPORTS:
+        ns = _export_parser(args.target).parse_args(args.rest)
+        spec = _CHECKPOINT_EXPORTS[args.target]
+        exporter = getattr(importlib.import_module(spec.module), spec.function)
         card = exporter(
             ns.checkpoint, ns.out, license=ns.license, name=ns.name, train_data=ns.train_data, opset=ns.opset
         )
@@ -179,15 +195,6 @@ def _run(args: argparse.Namespace) -> int:
         from facelab.train.detectors.retinaface_mnet import export_retinaface
 
         card = export_retinaface(ns.pth, ns.out, variant=ns.variant, name=ns.name, opset=ns.opset)
-        sys.stdout.write(f"wrote {ns.out} and its card {card.name}\n")
-        return 0
-    if args.target == "export":
-        ns = _export_parser().parse_args(args.rest)
-        from facelab.train.export import export_onnx
-
-        card = export_onnx(
-            ns.checkpoint, ns.out, license=ns.license, name=ns.name, train_data=ns.train_data, opset=ns.opset
-        )
         sys.stdout.write(f"wrote {ns.out} and its card {card.name}\n")
         return 0
     if args.target == "info":
@@ -217,12 +224,5 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.target, list(args.rest))
     result = train(cfg)
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    scores = ", ".join(f"{k} {v['acc']:.4f}" for k, v in result.verification.items())
-    final = f"{result.losses[-1]:.4f}" if result.losses else "- (nothing left to train)"
-    sys.stdout.write(
-        f"trained {result.steps} steps; final loss {final}; checkpoints in {result.output}"
-        f"{'; ' + scores if scores else ''}\n"
-    )
+    _print_summary(result, ", ".join(f"{k} {v['acc']:.4f}" for k, v in result.verification.items()))
     return 0

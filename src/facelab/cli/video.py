@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facelab.cli.analyze import EXIT_BROKEN_PIPE, _add_model_options, _analyzer, _threshold
+from facelab.cli.analyze import (
+    EXIT_BROKEN_PIPE,
+    _add_model_options,
+    _add_progress_options,
+    _analyzer,
+    _show_progress,
+    _threshold,
+)
 from facelab.errors import ConfigError
 
 __all__ = ["register"]
@@ -35,10 +42,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
-
-
-def _show_progress(args: argparse.Namespace) -> bool:
-    return bool(args.progress or (sys.stderr.isatty() and not args.no_progress))
 
 
 def _named(args: argparse.Namespace) -> bool:
@@ -84,8 +87,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="match threshold, or a calibration JSON (default: the collection's, else the pack's)",
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
-    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    _add_progress_options(p)
 
 
 def _add_render_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -367,8 +369,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("boxes", metavar="BOXES", help="boxes JSON from anonymize --boxes-out (edited or not)")
     p.add_argument("output", metavar="OUT", help="output video")
     _add_render_options(p, defaults=False)
-    p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
-    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    _add_progress_options(p)
     p.set_defaults(func=_cmd_render, command="video render")
 
     p = sub.add_parser(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError
+from facelab.eval.pairs import _find_column
 
 __all__ = [
     "ClusterMetrics",
@@ -276,14 +277,6 @@ def labels_from_folders(root: str | os.PathLike) -> LabelledImages:
     return LabelledImages(items, np.array(labels), f"folders:{root}")
 
 
-def _column(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
-    lower = {c.lower().strip(): c for c in columns}
-    for name in candidates:
-        if name in lower:
-            return lower[name]
-    return None
-
-
 def labels_from_csv(
     path: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
@@ -307,8 +300,8 @@ def labels_from_csv(
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
-        icol = item or _column(columns, _ITEM_COLUMNS)
-        lcol = label or _column(columns, _LABEL_COLUMNS)
+        icol = item or _find_column(columns, _ITEM_COLUMNS)
+        lcol = label or _find_column(columns, _LABEL_COLUMNS)
         if icol is None or lcol is None or icol not in columns or lcol not in columns:
             raise ConfigError(f"{path}: needs an image column and a label column (columns: {columns})")
         seen: dict[str, str] = {}
@@ -390,7 +383,11 @@ def load_labels(path: str | os.PathLike, image_root: str | os.PathLike | None = 
         from facelab.eval.pairs import _LABEL_COLUMNS as PAIR_LABELS
         from facelab.eval.pairs import _LEFT_COLUMNS, _RIGHT_COLUMNS
 
-        if _column(header, _LEFT_COLUMNS) and _column(header, _RIGHT_COLUMNS) and _column(header, PAIR_LABELS):
+        if (
+            _find_column(header, _LEFT_COLUMNS)
+            and _find_column(header, _RIGHT_COLUMNS)
+            and _find_column(header, PAIR_LABELS)
+        ):
             return labels_from_pairs(path, image_root)
         return labels_from_csv(path, image_root)
     return labels_from_pairs(path, image_root)

@@ -290,11 +290,19 @@ def _parse_flag(value: str, where: str) -> bool:
     raise ConfigError(f"{where}: cannot read {value!r} as same/different (use yes/no, true/false or 1/0)")
 
 
-def _pick(columns: list[str], candidates: tuple[str, ...], what: str, path: Path) -> str:
+def _find_column(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` (lower case) among the CSV ``columns``, case and space insensitive; its spelling."""
     lower = {c.strip().lower(): c for c in columns}
     for cand in candidates:
         if cand in lower:
             return lower[cand]
+    return None
+
+
+def _pick(columns: list[str], candidates: tuple[str, ...], what: str, path: Path) -> str:
+    found = _find_column(columns, candidates)
+    if found is not None:
+        return found
     raise ConfigError(f"{path}: no {what} column among {columns}; expected one of {list(candidates)}")
 
 

@@ -23,7 +23,14 @@ from typing import Any
 
 from facelab.errors import ConfigError
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "read_yaml_config"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "read_yaml_config", "check_fields"]
+
+
+def check_fields(checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`~facelab.errors.ConfigError` ``"config: <message>"`` for the first ``(ok, message)`` not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config: {message}")
 
 
 @dataclass
@@ -89,9 +96,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (not (self.fp16 and self.bf16), "fp16 and bf16 are exclusive"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
         return self
 
     def to_dict(self) -> dict[str, Any]:

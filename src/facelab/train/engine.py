@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -29,7 +27,17 @@ from facelab.ops.normalize import INSIGHTFACE_ARCFACE
 from facelab.train.backbones import create_backbone
 from facelab.train.config import TrainConfig
 from facelab.train.data import ShardSampler, build_dataset, normalize_batch
-from facelab.train.loop import TrainingError, atomic_save, checkpoint_path, rng_state, set_rng_state, world_info
+from facelab.train.loop import (
+    TrainingError,
+    atomic_save,
+    checkpoint_path,
+    make_optimizer,
+    rng_state,
+    set_rng_state,
+    shard_loader,
+    start_run,
+    world_info,
+)
 from facelab.train.margins import CombinedMarginLoss
 from facelab.train.partial_fc import PartialFC, allreduce_gradients
 
@@ -62,11 +70,6 @@ def init_distributed() -> tuple[int, int, int]:
     return world_info()
 
 
-_atomic_save = atomic_save
-_rng_state = rng_state
-_set_rng_state = set_rng_state
-
-
 def _resolve_val(cfg: TrainConfig, name: str) -> Path:
     p = Path(name)
     if p.suffix == ".bin" and p.is_file():
@@ -80,29 +83,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Train with ``cfg``; returns a :class:`TrainResult`. Raises :class:`TrainingError` on a NaN/inf loss."""
     cfg.validate()
     rank, local_rank, world = init_distributed()
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
+    device, out = start_run(cfg.output, cfg.seed, local_rank)
 
     dataset = build_dataset(
         cfg.rec, cfg.folder, cfg.synthetic, cfg.num_classes, cfg.seed, cfg.flip, cfg.synthetic_length, cfg.input_size
     )
     num_classes = cfg.num_classes or int(dataset.num_classes)  # type: ignore[attr-defined]
-    sampler = ShardSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    sampler, loader = shard_loader(dataset, cfg.batch_size, cfg.num_workers, cfg.seed, rank, world, device)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     total_steps = steps_per_epoch * cfg.num_epoch
     warmup_steps = steps_per_epoch * cfg.warmup_epoch
@@ -148,12 +135,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if state is not None and pfc.num_subcenters > 1 and state["partial_fc"]["weight"].shape[0] == pfc.num_local:
         pfc.drop_subcenters(torch.zeros(pfc.num_local, dtype=torch.long, device=device))  # shapes of a dropped run
     params = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, {"params": list(pfc.parameters())}]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, growth_interval=100, enabled=cfg.fp16 and device.type == "cuda")
 
     if state is not None:
@@ -163,7 +145,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         scaler.load_state_dict(state["scaler"])
         step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
         result.verification = state.get("verification", {})
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         _logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, in_epoch)
 
     last_saved = [step if state is not None else -1]
@@ -177,15 +159,15 @@ def train(cfg: TrainConfig) -> TrainResult:
             "partial_fc": pfc.state_dict(),
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": cfg.to_dict(),
             "verification": result.verification,
             "world_size": world,
             "num_classes": num_classes,
         }
-        _atomic_save(state, ckpt)
+        atomic_save(state, ckpt)
         if rank == 0:
-            _atomic_save(
+            atomic_save(
                 {
                     "backbone": backbone.state_dict(),
                     "config": cfg.to_dict(),

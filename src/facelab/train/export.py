@@ -11,7 +11,6 @@ larger batch, max abs difference to torch) and writes ``<out>.json`` — a
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,17 @@ import torch
 from facelab.alignment.templates import ARCFACE_112
 from facelab.errors import ModelError
 from facelab.ops.normalize import INSIGHTFACE_ARCFACE
+from facelab.train._onnx_export import (
+    check_licence,
+    check_opset,
+    compare_with_onnxruntime,
+    exported_file,
+    graph_inputs,
+    is_one_4d_input,
+    torch_to_onnx,
+)
 from facelab.train.backbones import create_backbone
-from facelab.zoo._hub import sha256_file
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = ["export_onnx", "load_backbone"]
 
@@ -75,56 +82,44 @@ def export_onnx(
     Raises:
         ModelError: the checkpoint is unusable or the exported model fails a check.
     """
-    import onnx
-    import onnxruntime as ort
-
-    if opset < 13:
-        raise ModelError(f"opset {opset} is below 13")
-    if not license:
-        raise ModelError("a licence for the exported weights is required")
+    check_opset(opset)
+    check_licence(license)
     model, state = load_backbone(checkpoint)
     cfg = state["config"]
     size = int(cfg.get("input_size", 112))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its deprecation
-        torch.onnx.export(
-            model,
-            (dummy,),
-            str(out),
-            input_names=["input.1"],
-            output_names=["embedding"],
-            opset_version=opset,
-            dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
-            dynamo=False,
-        )
-    graph = onnx.load(str(out)).graph
-    inputs = [i for i in graph.input if i.name not in {init.name for init in graph.initializer}]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
+    torch_to_onnx(
+        model,
+        torch.zeros(1, 3, size, size),
+        out,
+        input_names=["input.1"],
+        output_names=["embedding"],
+        opset=opset,
+        dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
+        ignore=DeprecationWarning,  # the legacy exporter announces its deprecation
+    )
+    graph, inputs = graph_inputs(out)
+    if not is_one_4d_input(inputs):
         raise ModelError(f"{out}: expected one 4-D input, got {[i.name for i in inputs]}")
     if len(graph.output) != 1:
         raise ModelError(f"{out}: expected one output, got {len(graph.output)}")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+    def check_shapes(x: np.ndarray, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+        if got[0].shape != ref[0].shape:
+            raise ModelError(f"{out}: batch {len(x)} gives shape {got[0].shape}, torch {ref[0].shape}")
+
     rng = np.random.default_rng(0)
-    worst = 0.0
-    for batch in (1, 3):
-        x = rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        got = session.run(None, {inputs[0].name: x})[0]
-        if got.shape != ref.shape:
-            raise ModelError(f"{out}: batch {batch} gives shape {got.shape}, torch {ref.shape}")
-        worst = max(worst, float(np.abs(got - ref).max()))
-    if worst > atol:
-        raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
+    samples = [rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32) for batch in (1, 3)]
+    worst = compare_with_onnxruntime(
+        out, model, samples, input_name=inputs[0].name, atol=atol, check_shapes=check_shapes
+    )
     verification = state.get("verification", {})
     card = ModelCard(
         name=name or f"{cfg['network']}.{out.stem}",
         task="recognition",
         arch=cfg["network"],
-        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
+        files=(exported_file(out),),
         license=license,
         input_size=(size, size),
         color_order=INSIGHTFACE_ARCFACE.color_order,

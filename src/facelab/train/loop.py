@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from facelab.errors import ConfigError, FacelabError
+from facelab.train.config import check_fields
 
 __all__ = [
     "TrainingError",
@@ -53,6 +54,9 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "world_info",
+    "start_run",
+    "make_optimizer",
+    "shard_loader",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -109,9 +113,11 @@ class LoopConfig:
             (not (self.fp16 and self.bf16), "fp16 and bf16 are exclusive"),
             (self.max_steps >= 0 and self.save_every >= 0 and self.eval_every >= 0, "step counts must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (what ``model.pt`` and the checkpoints store as ``config``)."""
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -135,6 +141,60 @@ def world_info() -> tuple[int, int, int]:
     if dist.is_initialized():
         return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
     return 0, 0, 1
+
+
+def start_run(output: str | Path, seed: int, local_rank: int) -> tuple[torch.device, Path]:
+    """Start a rank's run: ``(device, run folder)``.
+
+    Picks ``cuda:<local_rank>`` when CUDA is there (and makes it current), else the CPU; creates
+    ``output``; seeds torch, NumPy and Python's ``random`` with ``seed``.
+    """
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    return device, out
+
+
+def make_optimizer(params: Any, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with ``momentum`` (``name == "sgd"``) or AdamW over ``params`` (tensors or parameter groups)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def shard_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> tuple[Any, torch.utils.data.DataLoader]:
+    """``(sampler, loader)`` of this rank's share of ``dataset``.
+
+    The sampler is a seeded, resumable :class:`~facelab.train.data.ShardSampler`; the loader yields full
+    batches of ``batch_size`` only (``collate`` builds them) and pins memory on CUDA.
+    """
+    from facelab.train.data import ShardSampler
+
+    sampler = ShardSampler(len(dataset), batch_size, rank, world, seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
+    return sampler, loader
 
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:
@@ -251,20 +311,6 @@ def convert_sync_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def _allreduce_gradients(model: nn.Module) -> None:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 LossFn = Callable[[Any, torch.device], tuple[torch.Tensor, dict[str, float]]]
 EvalFn = Callable[[nn.Module], dict[str, dict[str, float]]]
 
@@ -300,43 +346,22 @@ def run_loop(
     """
     from tqdm import tqdm
 
-    from facelab.train.data import ShardSampler
+    from facelab.train.partial_fc import allreduce_gradients
 
     cfg.check_loop()
     rank, local_rank, world = world_info()
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
+    device, out = start_run(cfg.output, cfg.seed, local_rank)
     if cfg.sync_bn:
         convert_sync_bn(model)
     model.to(device)
     if world > 1:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, 0)
-    sampler = ShardSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        collate_fn=collate,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-    )
+    sampler, loader = shard_loader(dataset, cfg.batch_size, cfg.num_workers, cfg.seed, rank, world, device, collate)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     total_steps = steps_per_epoch * cfg.num_epoch
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.fp16 and device.type == "cuda")
     amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
     use_amp = cfg.bf16 or (cfg.fp16 and device.type == "cuda")
@@ -355,7 +380,7 @@ def run_loop(
         result.metrics = state.get("metrics", {})
         set_rng_state(state["rng"])
         _logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, in_epoch)
-    config_dict = dict(cfg.__dict__)
+    config_dict = cfg.to_dict()
 
     def save() -> None:
         atomic_save(
@@ -422,7 +447,7 @@ def run_loop(
                 )
             opt.zero_grad(set_to_none=False)
             scaler.scale(loss).backward()
-            _allreduce_gradients(model)
+            allreduce_gradients(model)
             if cfg.clip_grad_norm > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -90,6 +90,8 @@ CLUSTERERS: Registry = Registry("clustering algorithm")
 #: over-merges), and ran faster (66 s against 91 s at 1M).
 DEFAULT_ALGORITHM = "chinese_whispers"
 
+_C = TypeVar("_C", bound="Clusterer")
+
 
 def merge_cosine(threshold: float, strictness: float) -> float:
     """The cosine similarity ``τ + u (1 - τ)`` for a pack threshold ``τ`` and strictness ``u``.
@@ -120,19 +122,22 @@ class Clusterer:
     ATTACH: ClassVar[str] = "mean"
     #: whether :meth:`fit` honours must-link groups and cannot-links itself
     NATIVE_CONSTRAINTS: ClassVar[bool] = False
+    #: the field holding the pack-derived similarity parameter (and, by default, :attr:`attach_sim`)
+    SIM_FIELD: ClassVar[str] = "min_sim"
 
     k: int = 16
     min_size: int = 2
 
     @classmethod
-    def for_threshold(cls, threshold: float, **overrides: Any) -> Clusterer:
-        """The algorithm with its similarity parameter derived from a pack threshold ``τ``."""
-        raise NotImplementedError
+    def for_threshold(cls: type[_C], threshold: float, **overrides: Any) -> _C:
+        """The algorithm with ``SIM_FIELD = τ + STRICTNESS (1 - τ)`` for a pack threshold ``τ`` (unless overridden)."""
+        overrides.setdefault(cls.SIM_FIELD, merge_cosine(threshold, cls.STRICTNESS))
+        return cls(**overrides)
 
     @property
     def attach_sim(self) -> float:
-        """Similarity at or above which a new face may join a person incrementally."""
-        raise NotImplementedError
+        """Similarity at or above which a new face may join a person incrementally (the ``SIM_FIELD`` value)."""
+        return float(getattr(self, self.SIM_FIELD))
 
     def fit(self, graph: KnnGraph, init: np.ndarray | None = None, cannot: np.ndarray | None = None) -> np.ndarray:
         """Cluster the faces of ``graph``.
@@ -274,20 +279,9 @@ class KnnDBSCAN(Clusterer):
         self.k = max(self.k, self.min_samples - 1)
 
     @classmethod
-    def for_threshold(cls, threshold: float, **overrides: Any) -> KnnDBSCAN:
-        """``min_sim = τ + u (1 - τ)``."""
-        overrides.setdefault("min_sim", merge_cosine(threshold, cls.STRICTNESS))
-        return cls(**overrides)
-
-    @classmethod
     def photoprism_defaults(cls) -> KnnDBSCAN:
         """PhotoPrism's batch settings: core 4, Euclidean radius 0.64 (cosine ``1 - 0.64²/2``)."""
         return cls(min_sim=1.0 - 0.64**2 / 2.0, min_samples=4)
-
-    @property
-    def attach_sim(self) -> float:
-        """``min_sim``."""
-        return self.min_sim
 
     def fit(self, graph: KnnGraph, init: np.ndarray | None = None, cannot: np.ndarray | None = None) -> np.ndarray:
         """Core faces, core–core components, border faces to their best core neighbour."""
@@ -335,17 +329,6 @@ class HDBSCANClusterer(Clusterer):
         if self.min_cluster_size < 2 or self.min_samples < 1:
             raise ConfigError("HDBSCAN needs min_cluster_size >= 2 and min_samples >= 1")
 
-    @classmethod
-    def for_threshold(cls, threshold: float, **overrides: Any) -> HDBSCANClusterer:
-        """``cluster_selection_epsilon = 1 - (τ + 0.3 (1 - τ))``."""
-        overrides.setdefault("min_sim", merge_cosine(threshold, cls.STRICTNESS))
-        return cls(**overrides)
-
-    @property
-    def attach_sim(self) -> float:
-        """``min_sim``."""
-        return self.min_sim
-
     def fit(self, graph: KnnGraph, init: np.ndarray | None = None, cannot: np.ndarray | None = None) -> np.ndarray:
         """HDBSCAN with ``metric="precomputed"`` on the symmetric sparse graph.
 
@@ -389,8 +372,6 @@ class HDBSCANClusterer(Clusterer):
             labels = HDBSCAN(copy=True, **options).fit_predict(matrix)
         return self._drop_small(compact(np.asarray(labels, np.int64)))
 
-        return self._drop_small(compact(labels))
-
 
 @CLUSTERERS.register("agglomerative")
 @dataclass
@@ -405,22 +386,12 @@ class AverageLinkage(Clusterer):
     STRICTNESS: ClassVar[float] = 0.2
     ATTACH: ClassVar[str] = "mean"
     NATIVE_CONSTRAINTS: ClassVar[bool] = True
+    SIM_FIELD: ClassVar[str] = "min_link"  # a face joins a person whose mean similarity to it reaches it
 
     min_link: float = 0.4
 
     def __post_init__(self) -> None:
         self.min_link = _check_sim(self.min_link, "min_link")
-
-    @classmethod
-    def for_threshold(cls, threshold: float, **overrides: Any) -> AverageLinkage:
-        """``min_link = τ + u (1 - τ)``."""
-        overrides.setdefault("min_link", merge_cosine(threshold, cls.STRICTNESS))
-        return cls(**overrides)
-
-    @property
-    def attach_sim(self) -> float:
-        """``min_link`` (a face joins a person whose mean similarity to it reaches it)."""
-        return self.min_link
 
     def fit(self, graph: KnnGraph, init: np.ndarray | None = None, cannot: np.ndarray | None = None) -> np.ndarray:
         """Constrained average linkage (see :func:`facelab.gallery.cluster._graph.average_linkage`)."""
@@ -458,17 +429,6 @@ class ChineseWhispers(Clusterer):
         self.min_sim = _check_sim(self.min_sim, "min_sim")
         if self.iterations < 1 or self.batches < 1:
             raise ConfigError("iterations and batches must be >= 1")
-
-    @classmethod
-    def for_threshold(cls, threshold: float, **overrides: Any) -> ChineseWhispers:
-        """``min_sim = τ + 0.25 (1 - τ)``."""
-        overrides.setdefault("min_sim", merge_cosine(threshold, cls.STRICTNESS))
-        return cls(**overrides)
-
-    @property
-    def attach_sim(self) -> float:
-        """``min_sim``."""
-        return self.min_sim
 
     def fit(self, graph: KnnGraph, init: np.ndarray | None = None, cannot: np.ndarray | None = None) -> np.ndarray:
         """Label propagation by majority vote, in random batches."""
@@ -532,10 +492,7 @@ def make_clusterer(name: str = "default", threshold: float | None = None, **over
             f"{CLUSTERERS.names() + ['default', 'immich_defaults', 'photoprism_defaults']}"
         )
     cls = CLUSTERERS.get(name)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"{name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    _check_parameters(name, cls, overrides)
     if threshold is None:
         try:
             return cls(**overrides)
@@ -544,11 +501,16 @@ def make_clusterer(name: str = "default", threshold: float | None = None, **over
     return cls.for_threshold(threshold, **overrides)
 
 
-def _replace(clusterer: Clusterer, overrides: dict[str, Any]) -> Clusterer:
-    known = {f.name for f in fields(clusterer)}
+def _check_parameters(name: str, algorithm: Any, overrides: dict[str, Any]) -> None:
+    """Raise :class:`~facelab.errors.ConfigError` for an override that is not a field of ``algorithm``."""
+    known = {f.name for f in fields(algorithm)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ConfigError(f"{clusterer.name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+
+
+def _replace(clusterer: Clusterer, overrides: dict[str, Any]) -> Clusterer:
+    _check_parameters(clusterer.name, clusterer, overrides)
     values = asdict(clusterer)
     values.update(overrides)
     return type(clusterer)(**values)

@@ -8,6 +8,8 @@ that every later run keeps them (merge, split, move, reject).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -27,6 +29,17 @@ def _ids(body: dict[str, Any], key: str) -> list[int]:
     if len(value) > 10_000:
         raise ApiError(422, "validation_error", f"{key}: at most 10000 ids")
     return value
+
+
+@contextmanager
+def _clustering_errors() -> Iterator[None]:
+    """A bad setting (:class:`ConfigError`) becomes a 422 ``validation_error``; a gallery error its usual answer."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ApiError(422, "validation_error", str(exc)[:300]) from exc
+    except GalleryError as exc:
+        raise _gallery_errors(exc) from exc
 
 
 def _faces_of(state: ServiceState, coll: Any, face_ids: list[int]) -> None:
@@ -73,12 +86,8 @@ async def run_clustering(
 
     def work() -> Any:
         with state.metrics.time_stage("cluster"):
-            try:
+            with _clustering_errors():
                 return cluster_gallery(state.gallery, coll.name, algorithm=algorithm, full=bool(body.get("full")))
-            except ConfigError as exc:
-                raise ApiError(422, "validation_error", str(exc)[:300]) from exc
-            except GalleryError as exc:
-                raise _gallery_errors(exc) from exc
 
     done = await state.pool.run(work)
     summary = done.to_dict()
@@ -98,13 +107,20 @@ async def run_clustering(
 def _correct(state: ServiceState, coll: Any, corrections: list[Any]) -> dict[str, Any]:
     from facelab.gallery.cluster.store import correct_gallery
 
-    try:
+    with _clustering_errors():
         correct_gallery(state.gallery, coll.name, corrections)
-    except ConfigError as exc:
-        raise ApiError(422, "validation_error", str(exc)[:300]) from exc
-    except GalleryError as exc:
-        raise _gallery_errors(exc) from exc
     return {"applied": [c.to_dict() for c in corrections]}
+
+
+def _person_and_faces(state: ServiceState, coll: Any, body: dict[str, Any]) -> tuple[int, list[int]]:
+    """``(person_id, face_ids)`` of a split / move / reject body, both checked to exist in the collection."""
+    pid = body.get("person_id")
+    if not isinstance(pid, int):
+        raise ApiError(422, "validation_error", "person_id must be a person id")
+    _person(state, coll, pid)
+    faces = _ids(body, "face_ids")
+    _faces_of(state, coll, faces)
+    return pid, faces
 
 
 @router.post("/v1/collections/{collection_id}/clusters/merge")
@@ -134,12 +150,7 @@ def split(
     from facelab.gallery.cluster import Correction
 
     coll = _collection(state, collection_id)
-    pid = body.get("person_id")
-    if not isinstance(pid, int):
-        raise ApiError(422, "validation_error", "person_id must be a person id")
-    _person(state, coll, pid)
-    faces = _ids(body, "face_ids")
-    _faces_of(state, coll, faces)
+    pid, faces = _person_and_faces(state, coll, body)
     return _correct(state, coll, [Correction("split", pid, faces=tuple(faces), other=-1)])
 
 
@@ -151,12 +162,7 @@ def move(
     from facelab.gallery.cluster import Correction
 
     coll = _collection(state, collection_id)
-    pid = body.get("person_id")
-    if not isinstance(pid, int):
-        raise ApiError(422, "validation_error", "person_id must be a person id")
-    _person(state, coll, pid)
-    faces = _ids(body, "face_ids")
-    _faces_of(state, coll, faces)
+    pid, faces = _person_and_faces(state, coll, body)
     return _correct(state, coll, [Correction("move", pid, faces=tuple(faces))])
 
 
@@ -168,12 +174,7 @@ def reject(
     from facelab.gallery.cluster import Correction
 
     coll = _collection(state, collection_id)
-    pid = body.get("person_id")
-    if not isinstance(pid, int):
-        raise ApiError(422, "validation_error", "person_id must be a person id")
-    _person(state, coll, pid)
     if "face_id" in body and "face_ids" not in body:
         body = {**body, "face_ids": [body["face_id"]]}
-    faces = _ids(body, "face_ids")
-    _faces_of(state, coll, faces)
+    pid, faces = _person_and_faces(state, coll, body)
     return _correct(state, coll, [Correction("reject", pid, faces=tuple(faces))])

@@ -28,14 +28,16 @@ import numpy as np
 import torch
 
 from facelab.errors import ConfigError
+from facelab.train.config import check_fields
 from facelab.train.detection.annotations import ImageAnnotation, load_annotations, to_box_gt
-from facelab.train.detection.augment import AugmentOptions, Sample, build_augmentation
+from facelab.train.detection.augment import AugmentOptions, Sample, _Pipeline, build_augmentation
 from facelab.train.detection.losses import RetinaFaceCriterion, ScrfdCriterion, Targets
 from facelab.train.detection.variants import DETECTOR_VARIANTS, DetectorModel, export_signature, get_variant
 from facelab.train.loop import LoopConfig, LoopResult, run_loop
 
 __all__ = [
     "load_records",
+    "training_augmentation",
     "DetectConfig",
     "DetectionDataset",
     "collate_detection",
@@ -113,14 +115,8 @@ class DetectConfig(LoopConfig):
                 "give both widerface_val_images and widerface_val_gt",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return dict(self.__dict__)
 
 
 class DetectionDataset(torch.utils.data.Dataset):
@@ -261,6 +257,12 @@ def load_records(files: list[str], fmt: str = "auto", root: str = "", min_size: 
     return [rec for f in files for rec in load_annotations(f, fmt, root or None, min_size=min_size)]
 
 
+def training_augmentation(cfg: DetectConfig) -> _Pipeline:
+    """The augmentation pipeline of ``cfg``: ``cfg.augment``, or the model family's own, at ``cfg.input_size``."""
+    options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
+    return build_augmentation(cfg.augment or get_variant(cfg.model).family, options)
+
+
 def train_detector(cfg: DetectConfig) -> LoopResult:
     """Train a detector with ``cfg``; the run folder gets the checkpoints and ``model.pt`` (see run_loop).
 
@@ -278,9 +280,7 @@ def train_detector(cfg: DetectConfig) -> LoopResult:
         model.load_pretrained(cfg.pretrained)
         _logger.info("initialised %s from %s", cfg.model, cfg.pretrained)
     records = load_records(cfg.train_ann, cfg.train_format, cfg.train_root, cfg.min_size)
-    options = AugmentOptions(cfg.input_size, tuple(cfg.crop_choice), cfg.flip_prob, cfg.photometric)
-    pipeline = build_augmentation(cfg.augment or variant.family, options)
-    dataset = DetectionDataset(records, pipeline, cfg.seed)
+    dataset = DetectionDataset(records, training_augmentation(cfg), cfg.seed)
     criterion = _criterion(cfg, model)
     norm = variant.normalization
     val = load_records(cfg.val_ann, cfg.val_format, cfg.val_root) if cfg.val_ann else []

@@ -20,7 +20,6 @@ anchor settings, the licence, the training data and the metrics of the last eval
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,17 @@ import numpy as np
 import torch
 
 from facelab.errors import ModelError
+from facelab.train._onnx_export import (
+    check_licence,
+    check_opset,
+    compare_with_onnxruntime,
+    exported_file,
+    graph_inputs,
+    is_one_4d_input,
+    torch_to_onnx,
+)
 from facelab.train.detection.variants import DetectorModel, export_signature, get_variant
-from facelab.zoo._hub import sha256_file
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = ["load_detector", "export_detector"]
 
@@ -74,18 +81,15 @@ def _set_output_widths(path: Path, widths: list[int | None]) -> None:
 
 
 def _check(out: Path, model: DetectorModel, atol: float) -> float:
-    import onnx
     import onnxruntime as ort
 
     from facelab.detection import classify_detector
     from facelab.runtime.session import TensorInfo
 
     inputs, outputs = export_signature(model.variant)
-    graph = onnx.load(str(out)).graph
-    weights = {i.name for i in graph.initializer}
-    graph_inputs = [i for i in graph.input if i.name not in weights]
-    if len(graph_inputs) != 1 or len(graph_inputs[0].type.tensor_type.shape.dim) != 4:
-        raise ModelError(f"{out}: expected one 4-D input, got {[i.name for i in graph_inputs]}")
+    graph, graph_in = graph_inputs(out)
+    if not is_one_4d_input(graph_in):
+        raise ModelError(f"{out}: expected one 4-D input, got {[i.name for i in graph_in]}")
     if [o.name for o in graph.output] != [o.name for o in outputs]:
         raise ModelError(f"{out}: outputs {[o.name for o in graph.output]}, expected {[o.name for o in outputs]}")
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -98,27 +102,29 @@ def _check(out: Path, model: DetectorModel, atol: float) -> float:
         raise ModelError(
             f"{out}: facelab classifies this signature as {found and found[0]}, not {model.variant.family}"
         )
-    form = model.export_form().eval()
     rng = np.random.default_rng(0)
     shapes = (
         [(1, 3, 320, 320), (1, 3, 192, 256)]
         if model.variant.family == "scrfd"
         else [(1, 3, 320, 320), (2, 3, 192, 256)]
     )
-    worst = 0.0
-    for shape in shapes:
-        x = rng.uniform(-1.0, 1.0, shape).astype(np.float32) * (128.0 if model.variant.family == "retinaface" else 1.0)
-        with torch.no_grad():
-            ref = form(torch.from_numpy(x))
-        ref = [t.numpy() for t in (ref if isinstance(ref, (list, tuple)) else [ref])]
-        got = session.run(None, {inputs[0].name: x})
-        for info, r, g in zip(outputs, ref, got):
-            if r.shape != g.shape:
-                raise ModelError(f"{out}: {info.name} has shape {g.shape} in ONNX Runtime, {r.shape} in torch")
-            worst = max(worst, float(np.abs(r - g).max()))
-    if worst > atol:
-        raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
-    return worst
+    scale = 128.0 if model.variant.family == "retinaface" else 1.0
+    samples = [rng.uniform(-1.0, 1.0, shape).astype(np.float32) * scale for shape in shapes]
+    return compare_with_onnxruntime(
+        out,
+        model.export_form().eval(),
+        samples,
+        input_name=inputs[0].name,
+        atol=atol,
+        check_shapes=lambda x, ref, got: _check_output_shapes(out, outputs, ref, got),
+        session=session,
+    )
+
+
+def _check_output_shapes(out: Path, outputs: Any, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+    for info, r, g in zip(outputs, ref, got):
+        if r.shape != g.shape:
+            raise ModelError(f"{out}: {info.name} has shape {g.shape} in ONNX Runtime, {r.shape} in torch")
 
 
 def export_detector(
@@ -148,10 +154,8 @@ def export_detector(
     Raises:
         ModelError: unusable checkpoint or a failed check.
     """
-    if opset < 13:
-        raise ModelError(f"opset {opset} is below 13")
-    if not license:
-        raise ModelError("a licence for the exported weights is required")
+    check_opset(opset)
+    check_licence(license)
     model, state = load_detector(checkpoint)
     variant = model.variant
     cfg = state.get("config", {})
@@ -164,18 +168,15 @@ def export_detector(
         dynamic = {in_name: {2: "height", 3: "width"}, **{n: {0: "rows"} for n in names}}
     else:
         dynamic = {in_name: {0: "batch", 2: "height", 3: "width"}, **{n: {0: "batch", 1: "priors"} for n in names}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy exporter deprecation / tracer warnings
-        torch.onnx.export(
-            model.export_form().eval(),
-            (torch.zeros(1, 3, 320, 320),),
-            str(out),
-            input_names=[in_name],
-            output_names=names,
-            opset_version=opset,
-            dynamic_axes=dynamic,
-            dynamo=False,
-        )
+    torch_to_onnx(
+        model.export_form().eval(),
+        torch.zeros(1, 3, 320, 320),
+        out,
+        input_names=[in_name],
+        output_names=names,
+        opset=opset,
+        dynamic_axes=dynamic,
+    )
     _set_output_widths(out, [o.shape[-1] for o in outputs])
     extra: dict[str, Any] = {"variant": variant.name, "det_size": [int(cfg.get("eval_size", 640))] * 2}
     if variant.family == "retinaface":
@@ -200,7 +201,7 @@ def export_detector(
         name=name or f"{variant.name}.{out.stem}",
         task="detection",
         arch=variant.family,
-        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
+        files=(exported_file(out),),
         license=license,
         input_size=None,
         color_order=norm.color_order,

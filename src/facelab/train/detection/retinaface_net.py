@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facelab.train.detectors.retinaface_mnet import _FPN, _SSH, _Conv1x1Head, _outputs
+from facelab.train.detectors.retinaface_mnet import _RetinaFaceNeckHeads
 
 __all__ = ["ResNet50Body", "RetinaFaceR50"]
 
@@ -88,8 +88,11 @@ class ResNet50Body(nn.Module):
         return [c3, c4, self.layer4(c4)]
 
 
-class RetinaFaceR50(nn.Module):
+class RetinaFaceR50(_RetinaFaceNeckHeads):
     """RetinaFace-ResNet-50 (biubug6 ``cfg_re50``): FPN and SSH at 256 channels, 2 priors per cell.
+
+    ``forward(x)``: normalised BGR → ``(loc, conf, landms)``, as
+    :class:`~facelab.train.detectors.retinaface_mnet.RetinaFaceMNet`.
 
     Args:
         anchors: priors per cell.
@@ -101,19 +104,4 @@ class RetinaFaceR50(nn.Module):
         super().__init__()
         self.body = ResNet50Body(width)
         leaky = 0.1 if channels <= 64 else 0.0
-        self.fpn = _FPN(self.body.out_channels, channels, leaky)
-        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
-        self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
-        self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
-        self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised BGR → ``(loc, conf, landms)``."""
-        p3, p4, p5 = self.fpn(self.body(x))
-        feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
-        return _outputs(
-            [h(f) for h, f in zip(self.BboxHead, feats)],
-            [h(f) for h, f in zip(self.ClassHead, feats)],
-            [h(f) for h, f in zip(self.LandmarkHead, feats)],
-            softmax=not self.training,
-        )
+        self._add_neck_and_heads(self.body.out_channels, channels, leaky, anchors)

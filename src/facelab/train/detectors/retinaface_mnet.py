@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import nn
 from facelab.detection.retinaface_graph import BIUBUG6_VARIANTS, VARIANCES, retinaface_card
 from facelab.errors import ConfigError, ModelError
 from facelab.registry import Registry
+from facelab.train._onnx_export import check_opset, compare_with_onnxruntime, torch_to_onnx
 from facelab.zoo.card import ModelCard
 
 __all__ = [
@@ -187,7 +187,36 @@ class _Conv1x1Head(nn.Module):
         return self.conv1x1(x)
 
 
-class RetinaFaceMNet(nn.Module):
+class _RetinaFaceNeckHeads(nn.Module):
+    """RetinaFace after its body: FPN, one SSH per level and 1x1 class / box / landmark heads (biubug6 keys).
+
+    A subclass sets ``self.body`` (stride-8/16/32 feature maps) and then calls :meth:`_add_neck_and_heads`.
+    """
+
+    body: nn.Module
+
+    def _add_neck_and_heads(
+        self, body_channels: tuple[int, int, int], channels: int, leaky: float, anchors: int
+    ) -> None:
+        self.fpn = _FPN(body_channels, channels, leaky)
+        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
+        self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
+        self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
+        self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N, 3, H, W)`` normalised BGR → ``(loc, conf, landms)``."""
+        p3, p4, p5 = self.fpn(self.body(x))
+        feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
+        return _outputs(
+            [h(f) for h, f in zip(self.BboxHead, feats)],
+            [h(f) for h, f in zip(self.ClassHead, feats)],
+            [h(f) for h, f in zip(self.LandmarkHead, feats)],
+            softmax=not self.training,
+        )
+
+
+class RetinaFaceMNet(_RetinaFaceNeckHeads):
     """RetinaFace with a MobileNetV1-0.25 trunk, FPN (64 ch), SSH and 1x1 heads, 2 priors per cell.
 
     ``forward(x)`` takes ``(N, 3, H, W)`` normalised BGR and returns ``(loc (N, P, 4),
@@ -204,22 +233,7 @@ class RetinaFaceMNet(nn.Module):
     def __init__(self, anchors: int = 2, channels: int = 64, leaky: float = 0.0) -> None:
         super().__init__()
         self.body = _MobileNetBody(leaky)
-        self.fpn = _FPN((64, 128, 256), channels, leaky)
-        self.ssh1, self.ssh2, self.ssh3 = _SSH(channels, leaky), _SSH(channels, leaky), _SSH(channels, leaky)
-        self.ClassHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 2) for _ in range(3)])
-        self.BboxHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 4) for _ in range(3)])
-        self.LandmarkHead = nn.ModuleList([_Conv1x1Head(channels, anchors * 10) for _ in range(3)])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(N, 3, H, W)`` normalised BGR → ``(loc, conf, landms)``."""
-        p3, p4, p5 = self.fpn(self.body(x))
-        feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
-        return _outputs(
-            [h(f) for h, f in zip(self.BboxHead, feats)],
-            [h(f) for h, f in zip(self.ClassHead, feats)],
-            [h(f) for h, f in zip(self.LandmarkHead, feats)],
-            softmax=not self.training,
-        )
+        self._add_neck_and_heads((64, 128, 256), channels, leaky, anchors)
 
 
 # ----------------------------------------------------------------------------- RFB / Slim
@@ -457,10 +471,7 @@ def export_retinaface(
     Raises:
         ModelError: unusable checkpoint, or the exported model fails the check.
     """
-    import onnxruntime as ort
-
-    if opset < 13:
-        raise ModelError(f"opset {opset} is below 13")
+    check_opset(opset)
     model, variant = load_retinaface(pth, variant)
     spec = RETINAFACE_VARIANTS.get(variant)
     out = Path(out_onnx)
@@ -468,33 +479,27 @@ def export_retinaface(
     names = ["loc", "conf", "landms"]
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({n: {0: "batch", 1: "priors"} for n in names})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy exporter deprecation / tracer warnings
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, 320, 320),),
-            str(out),
-            input_names=["input"],
-            output_names=names,
-            opset_version=opset,
-            dynamic_axes=dynamic,
-            dynamo=False,
-        )
+    torch_to_onnx(
+        model,
+        torch.zeros(1, 3, 320, 320),
+        out,
+        input_names=["input"],
+        output_names=names,
+        opset=opset,
+        dynamic_axes=dynamic,
+    )
     _write_prior_metadata(out, spec)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for shape in ((1, 3, 240, 320), (2, 3, 200, 136)):
-        x = rng.uniform(-120, 130, shape).astype(np.float32)
-        with torch.no_grad():
-            ref = [t.numpy() for t in model(torch.from_numpy(x))]
-        got = session.run(names, {"input": x})
+
+    def check_shapes(x: np.ndarray, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
         for n, r, g in zip(names, ref, got):
             if r.shape != g.shape:
                 raise ModelError(f"{out}: {n} has shape {g.shape} in ONNX Runtime, {r.shape} in torch")
-            worst = max(worst, float(np.abs(r - g).max()))
-    if worst > atol:
-        raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
+
+    rng = np.random.default_rng(0)
+    samples = [rng.uniform(-120, 130, shape).astype(np.float32) for shape in ((1, 3, 240, 320), (2, 3, 200, 136))]
+    worst = compare_with_onnxruntime(
+        out, model, samples, input_name="input", atol=atol, check_shapes=check_shapes, output_names=names
+    )
     card = retinaface_card(
         out,
         variant,

@@ -24,6 +24,7 @@ from torch import nn
 
 from facelab.errors import ConfigError
 from facelab.ops.normalize import INSIGHTFACE_LANDMARK
+from facelab.train.config import check_fields
 from facelab.train.landmarks.data import (
     LandmarkAugment,
     LandmarkDataset,
@@ -95,14 +96,8 @@ class LandmarkConfig(LoopConfig):
             (0 <= self.flip_prob <= 1, "flip_prob must be in [0, 1]"),
             (self.num_points >= 0, "num_points must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"config: {message}")
+        check_fields(checks)
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return dict(self.__dict__)
 
 
 class LandmarkExportForm(nn.Module):

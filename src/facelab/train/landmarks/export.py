@@ -12,7 +12,6 @@ size, one output of ``2K`` values, ONNX Runtime within ``atol`` of torch at batc
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,18 @@ import numpy as np
 import torch
 
 from facelab.errors import ModelError
+from facelab.train._onnx_export import (
+    check_licence,
+    check_opset,
+    compare_with_onnxruntime,
+    exported_file,
+    graph_inputs,
+    is_one_4d_input,
+    torch_to_onnx,
+)
 from facelab.train.landmarks.engine import LandmarkExportForm, _load_model_pt, landmark_card
 from facelab.train.landmarks.models import build_landmark_model
-from facelab.zoo._hub import sha256_file
-from facelab.zoo.card import FileSpec, ModelCard
+from facelab.zoo.card import ModelCard
 
 __all__ = ["load_landmark_model", "export_landmarks"]
 
@@ -82,49 +89,34 @@ def export_landmarks(
     Raises:
         ModelError: unusable checkpoint or a failed check.
     """
-    import onnx
-    import onnxruntime as ort
-
-    if opset < 13:
-        raise ModelError(f"opset {opset} is below 13")
-    if not license:
-        raise ModelError("a licence for the exported weights is required")
+    check_opset(opset)
+    check_licence(license)
     net, state = load_landmark_model(checkpoint)
     k, size = int(state["num_points"]), int(state.get("input_size", 192))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     form = LandmarkExportForm(net).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            form,
-            (torch.zeros(1, 3, size, size),),
-            str(out),
-            input_names=["data"],
-            output_names=["fc1"],
-            opset_version=opset,
-            dynamic_axes={"data": {0: "batch"}, "fc1": {0: "batch"}},
-            dynamo=False,
-        )
+    torch_to_onnx(
+        form,
+        torch.zeros(1, 3, size, size),
+        out,
+        input_names=["data"],
+        output_names=["fc1"],
+        opset=opset,
+        dynamic_axes={"data": {0: "batch"}, "fc1": {0: "batch"}},
+    )
     _rename_normalisation_nodes(out, 2 * k)
-    graph = onnx.load(str(out)).graph
-    weights = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in weights]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4 or len(graph.output) != 1:
+    graph, inputs = graph_inputs(out)
+    if not is_one_4d_input(inputs) or len(graph.output) != 1:
         raise ModelError(f"{out}: expected one 4-D input and one output")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+    def check_shapes(x: np.ndarray, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+        if got[0].shape != (len(x), 2 * k):
+            raise ModelError(f"{out}: output shape {got[0].shape}, expected {(len(x), 2 * k)}")
+
     rng = np.random.default_rng(0)
-    worst = 0.0
-    for batch in (1, 3):
-        x = rng.uniform(0, 255, (batch, 3, size, size)).astype(np.float32)
-        with torch.no_grad():
-            ref = form(torch.from_numpy(x)).numpy()
-        got = session.run(None, {"data": x})[0]
-        if got.shape != (batch, 2 * k):
-            raise ModelError(f"{out}: output shape {got.shape}, expected {(batch, 2 * k)}")
-        worst = max(worst, float(np.abs(got - ref).max()))
-    if worst > atol:
-        raise ModelError(f"{out}: ONNX Runtime differs from torch by {worst:.3g} > {atol}")
+    samples = [rng.uniform(0, 255, (batch, 3, size, size)).astype(np.float32) for batch in (1, 3)]
+    worst = compare_with_onnxruntime(out, form, samples, input_name="data", atol=atol, check_shapes=check_shapes)
     cfg = state.get("config", {})
     card = landmark_card(
         out,
@@ -132,7 +124,7 @@ def export_landmarks(
         size,
         float(state.get("crop_scale", 1.5)),
         name=name or f"{state['model_name']}_{k}.{out.stem}",
-        files=(FileSpec(out.name, sha256_file(out), out.stat().st_size),),
+        files=(exported_file(out),),
         license=license,
         source_url="",
         train_data=train_data if train_data is not None else str(cfg.get("train_data_name", "")),
