@@ -184,7 +184,7 @@ async def liveness(
     def work() -> tuple:
         arr = decode_upload(state, data, "image")
         with state.metrics.time_stage("liveness"):
-            faces = state.analyzer.detect_faces(arr)
+            faces = _by_area(state.analyzer.detect_faces(arr))
             results = runner.check(arr, [f.bbox for f in faces]) if faces else []
         return arr.shape, faces, results
 
@@ -195,7 +195,6 @@ async def liveness(
         item = face_out(face, w, h)
         item["liveness"] = result.to_dict()
         out.append(item)
-    out.sort(key=lambda f: -(f["box"]["x2"] - f["box"]["x1"]) * (f["box"]["y2"] - f["box"]["y1"]))
     return {"faces": out, "image": {"width": w, "height": h}, "request_id": request_id_of(request)}
 
 
