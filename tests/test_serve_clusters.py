@@ -51,6 +51,7 @@ def test_cluster_name_and_corrections_survive_a_full_rerun(api):
     run = api.post("/v1/collections/lib/clusters", json={})
     assert run.status_code == 200, run.text
     assert run.json()["mode"] == "full" and run.json()["faces"] == 7
+    assert run.json()["algorithm"] == "chinese_whispers"  # the measured default, named in the answer
     people = _people(api)
     biggest = people[0]
     assert biggest["kind"] == "cluster" and biggest["face_count"] == 5 and all(f["has_crop"] for f in biggest["faces"])

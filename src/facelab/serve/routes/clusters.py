@@ -100,7 +100,7 @@ async def run_clustering(
         "new_persons": summary["new_persons"],
         "reassigned_faces": summary["reassigned_faces"],
         "deleted_persons": summary["deleted_persons"],
-        "algorithm": str(summary["info"].get("algorithm", algorithm)),
+        "algorithm": str(summary["info"].get("params", {}).get("algorithm", algorithm)),
     }
 
 
