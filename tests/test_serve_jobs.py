@@ -43,7 +43,7 @@ def _wait(api, job_id: str) -> dict:
 
 def test_index_job_runs_and_reports_progress(api):
     assert api.get("/v1/library").json() == {
-        "roots": [{"root": 0, "name": api.get("/v1/library").json()["roots"][0]["name"]}]
+        "roots": [{"root": 0, "name": api.app.state.facelab.settings.library[0].name}]
     }
     assert api.post("/v1/collections", json={"id": "photos", "save_face_crops": True}).status_code == 201
     started = api.post("/v1/index", json={"collection_id": "photos", "root": 0, "paths": ["2024"]})
