@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import shared_data
+from gloo_ranks import run_gloo_ranks
 
 torch = shared_data.require_module("torch")
 shared_data.require_module("yaml")
@@ -114,12 +115,6 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
         train_detector(_tiny("scrfd_500m_kps", tmp_path, "model_width=0.25", "lr=1e30", "warmup_iters=0"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grads(model_name, rank, world):
     """Float64 gradient of this rank's loss share on the 4 dlib photos (rank r: images r, r + world, ...)."""
     from facelab.train.data import normalize_batch
@@ -141,33 +136,25 @@ def _grads(model_name, rank, world):
     return loss.item(), {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def _ddp_worker(rank, world, port, out_dir):
+def _ddp_worker(rank, world, out_dir):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        out = {}
-        for name in ("scrfd_500m_kps", "retinaface_mnet025_1mb"):
-            loss, grads = _grads(name, rank, world)
-            losses = [None] * world
-            dist.all_gather_object(losses, loss)
-            for g in grads.values():
-                dist.all_reduce(g)  # what the loop does after each backward
-            out[name] = (sum(losses), grads)
-        if rank == 0:
-            torch.save(out, f"{out_dir}/ddp.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    out = {}
+    for name in ("scrfd_500m_kps", "retinaface_mnet025_1mb"):
+        loss, grads = _grads(name, rank, world)
+        losses = [None] * world
+        dist.all_gather_object(losses, loss)
+        for g in grads.values():
+            dist.all_reduce(g)  # what the loop does after each backward
+        out[name] = (sum(losses), grads)
+    if rank == 0:
+        torch.save(out, f"{out_dir}/ddp.pt")
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_loss_and_gradient_of_one_process_with_twice_the_batch(tmp_path):
     """Loss shares and summed gradients of 2 gloo ranks (global batch norm) = one process with all 4 images, float64."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo_ranks(_ddp_worker, 2, tmp_path)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     for name, (loss, grads) in ddp.items():
         ref_loss, ref = _grads(name, 0, 1)

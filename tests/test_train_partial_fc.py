@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import numpy as np
 import pytest
 
 import shared_data
+from gloo_ranks import run_gloo_ranks
 
 torch = shared_data.require_module("torch")
 
@@ -120,51 +120,38 @@ def test_subcenters_take_max_and_drop_to_dominant():
     assert pfc.weight[1].tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, out_dir):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        emb, labels = _data(world)
-        local = slice(rank * B, (rank + 1) * B)
-        results = {}
-        pfc = PartialFC(CombinedMarginLoss(S, 1.0, M2, 0.0), D, C, sample_rate=1.0).double()
-        mine = emb[local].clone().requires_grad_()
-        loss = pfc(mine, labels[local])
-        loss.backward()
-        shards = [None] * world
-        dist.all_gather_object(shards, pfc.weight.detach())
-        full_w = torch.cat(shards).requires_grad_()
-        emb_ref = emb.clone().requires_grad_()
-        ref = _reference(emb_ref, full_w, labels)
-        ref.backward()
-        start, n = pfc.class_start, pfc.num_local
-        results["loss"] = (loss.item(), ref.item())
-        results["emb_grad"] = float((mine.grad - emb_ref.grad[local]).abs().max())
-        results["w_grad"] = float((pfc.weight.grad - full_w.grad[start : start + n]).abs().max())
-        sampled = PartialFC(CombinedMarginLoss(), D, 40, sample_rate=0.5, seed=3)
-        big_labels = torch.arange(world * B) * 3 % 40
-        sampled(torch.randn(B, D), big_labels[local])
-        results["sampled_local"] = (sampled.last_index + sampled.class_start).tolist()
-        results["sampled_global"] = sampled.sample_global(big_labels, 0).tolist()
-        torch.save(results, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    emb, labels = _data(world)
+    local = slice(rank * B, (rank + 1) * B)
+    results = {}
+    pfc = PartialFC(CombinedMarginLoss(S, 1.0, M2, 0.0), D, C, sample_rate=1.0).double()
+    mine = emb[local].clone().requires_grad_()
+    loss = pfc(mine, labels[local])
+    loss.backward()
+    shards = [None] * world
+    dist.all_gather_object(shards, pfc.weight.detach())
+    full_w = torch.cat(shards).requires_grad_()
+    emb_ref = emb.clone().requires_grad_()
+    ref = _reference(emb_ref, full_w, labels)
+    ref.backward()
+    start, n = pfc.class_start, pfc.num_local
+    results["loss"] = (loss.item(), ref.item())
+    results["emb_grad"] = float((mine.grad - emb_ref.grad[local]).abs().max())
+    results["w_grad"] = float((pfc.weight.grad - full_w.grad[start : start + n]).abs().max())
+    sampled = PartialFC(CombinedMarginLoss(), D, 40, sample_rate=0.5, seed=3)
+    big_labels = torch.arange(world * B) * 3 % 40
+    sampled(torch.randn(B, D), big_labels[local])
+    results["sampled_local"] = (sampled.last_index + sampled.class_start).tolist()
+    results["sampled_global"] = sampled.sample_global(big_labels, 0).tolist()
+    torch.save(results, f"{out_dir}/rank{rank}.pt")
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_full_softmax_and_agree_on_sampling(tmp_path):
-    import torch.multiprocessing as mp
-
     world = 2
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    run_gloo_ranks(_worker, world, tmp_path)
     res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for r in res:
         ours, ref = r["loss"]

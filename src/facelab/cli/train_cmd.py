@@ -132,12 +132,20 @@ def _print_summary(result: Any, scores: str) -> None:
     )
 
 
+def _leave_world() -> None:
+    """Every rank of a torchrun job leaves the process group together once its training has succeeded."""
+    from facelab.train.loop import leave_world
+
+    leave_world()
+
+
 def _run_detect(rest: list[str]) -> int:
     from facelab.train.config import load_config
     from facelab.train.detection.engine import DetectConfig, train_detector
 
     path, overrides = _split_overrides(rest)
     result = train_detector(load_config(path, overrides, cls=DetectConfig))
+    _leave_world()
     metrics = "; ".join(
         f"{k}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for k, vals in result.metrics.items()
     )
@@ -151,6 +159,7 @@ def _run_landmarks(rest: list[str]) -> int:
 
     path, overrides = _split_overrides(rest)
     result = train_landmarks(load_config(path, overrides, cls=LandmarkConfig))
+    _leave_world()
     _print_summary(result, "; ".join(f"{k}: NME {v['nme']:.4f}" for k, v in result.metrics.items() if "nme" in v))
     return 0
 
@@ -224,5 +233,6 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.target, list(args.rest))
     result = train(cfg)
+    _leave_world()
     _print_summary(result, ", ".join(f"{k} {v['acc']:.4f}" for k, v in result.verification.items()))
     return 0

@@ -54,6 +54,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "world_info",
+    "leave_world",
     "start_run",
     "make_optimizer",
     "shard_loader",
@@ -141,6 +142,18 @@ def world_info() -> tuple[int, int, int]:
     if dist.is_initialized():
         return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
     return 0, 0, 1
+
+
+def leave_world() -> None:
+    """Leave torch.distributed at the end of a successful run: wait for every rank, then destroy the group.
+
+    Without it each rank tears its process group down at interpreter exit, in no agreed order, while
+    its peers may still be talking to it. A no-op when no group was joined. Call it only once the
+    run has succeeded on this rank: after an error the barrier would wait for ranks that never come.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def start_run(output: str | Path, seed: int, local_rank: int) -> tuple[torch.device, Path]:
