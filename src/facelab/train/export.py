@@ -30,6 +30,7 @@ from facelab.train._onnx_export import (
     torch_to_onnx,
 )
 from facelab.train.backbones import create_backbone
+from facelab.train.loop import read_model_pt
 from facelab.zoo.card import ModelCard
 
 __all__ = ["export_onnx", "load_backbone"]
@@ -39,13 +40,8 @@ _logger = logging.getLogger(__name__)
 
 def load_backbone(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """``(backbone in eval mode on CPU, checkpoint dict)`` from a ``model.pt`` / rank checkpoint."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "backbone" not in state or "config" not in state:
+    path, state = read_model_pt(checkpoint)
+    if not isinstance(state, dict) or "backbone" not in state or "config" not in state:
         raise ModelError(f"{path} is not a facelab training checkpoint (no 'backbone'/'config')")
     cfg = state["config"]
     kwargs = dict(cfg.get("network_kwargs", {}))

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from facelab.errors import ConfigError, FacelabError
+from facelab.errors import ConfigError, FacelabError, ModelError
 from facelab.train.config import check_fields
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "run_loop",
     "atomic_save",
     "checkpoint_path",
+    "read_model_pt",
     "rng_state",
     "set_rng_state",
     "world_info",
@@ -213,6 +214,23 @@ def shard_loader(
 def checkpoint_path(output: str | Path, rank: int) -> Path:
     """Where rank ``rank`` keeps its checkpoint (``checkpoint_rank<r>.pt`` in the run folder)."""
     return Path(output) / f"checkpoint_rank{rank}.pt"
+
+
+def read_model_pt(checkpoint: str | Path, error: type[FacelabError] = ModelError) -> tuple[Path, Any]:
+    """``(path, loaded object)`` of a run's ``model.pt`` (what :func:`run_loop` and the recognition engine write).
+
+    Args:
+        checkpoint: the ``model.pt`` file (or a rank checkpoint) or the run folder holding ``model.pt``.
+        error: the :class:`~facelab.errors.FacelabError` type raised when the file is missing.
+
+    The caller checks that the object is the kind of checkpoint it expects.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise error(f"checkpoint {path} not found")
+    return path, torch.load(path, map_location="cpu", weights_only=False)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

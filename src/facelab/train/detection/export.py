@@ -37,6 +37,7 @@ from facelab.train._onnx_export import (
     torch_to_onnx,
 )
 from facelab.train.detection.variants import DetectorModel, export_signature, get_variant
+from facelab.train.loop import read_model_pt
 from facelab.zoo.card import ModelCard
 
 __all__ = ["load_detector", "export_detector"]
@@ -50,18 +51,12 @@ def load_detector(checkpoint: str | Path) -> tuple[DetectorModel, dict[str, Any]
     Raises:
         ModelError: missing file or not a facelab detection checkpoint.
     """
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    path, state = read_model_pt(checkpoint)
     if not isinstance(state, dict) or state.get("kind") != "detection" or "variant" not in state:
         raise ModelError(f"{path} is not a facelab detection checkpoint (written by facelab train detect)")
     model = DetectorModel(get_variant(state["variant"]), float(state.get("width", 1.0)))
-    sd = {k: v for k, v in state["model"].items()}
     try:
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict(state["model"], strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit {state['variant']}: {exc}") from exc
     return model.eval(), state

@@ -33,7 +33,7 @@ from facelab.train.landmarks.data import (
     load_landmark_records,
 )
 from facelab.train.landmarks.models import LANDMARK_MODELS, build_landmark_model
-from facelab.train.loop import LoopConfig, LoopResult, run_loop
+from facelab.train.loop import LoopConfig, LoopResult, read_model_pt, run_loop
 
 __all__ = [
     "LandmarkConfig",
@@ -259,12 +259,7 @@ def train_landmarks(cfg: LandmarkConfig) -> LoopResult:
 
 
 def _load_model_pt(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.pt"
-    if not p.is_file():
-        raise ConfigError(f"landmark checkpoint {p} not found")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    p, state = read_model_pt(path, ConfigError)
     if not isinstance(state, dict) or state.get("kind") != "landmarks":
         raise ConfigError(f"{p} is not a facelab landmark checkpoint (written by facelab train landmarks)")
     return state
