@@ -15,13 +15,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from facelab.runtime.session import TensorInfo
+from facelab.runtime.session import OrtSession, TensorInfo
 
 __all__ = ["TorchSession"]
 
 
-class TorchSession:
-    """Duck-typed :class:`~facelab.runtime.session.OrtSession` over a torch module.
+class TorchSession(OrtSession):
+    """An :class:`~facelab.runtime.session.OrtSession` whose graph is a torch module.
+
+    It keeps the session's ``input_names`` / ``output_names`` and replaces the ONNX Runtime
+    session by the module (``session`` is the object itself, without model metadata).
 
     Args:
         module: maps the input tensor to a tuple/list of output tensors (or one tensor).
@@ -36,7 +39,7 @@ class TorchSession:
         inputs: Sequence[TensorInfo],
         outputs: Sequence[TensorInfo],
         device: torch.device | str = "cpu",
-    ) -> None:
+    ) -> None:  # OrtSession.__init__ reads an ONNX Runtime session; nothing of it applies here
         self.module = module
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
@@ -44,16 +47,6 @@ class TorchSession:
         self.device = torch.device(device)
         self.providers = [f"torch:{self.device}"]
         self.session = self
-
-    @property
-    def input_names(self) -> list[str]:
-        """Names of the inputs."""
-        return [i.name for i in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        """Names of the outputs."""
-        return [o.name for o in self.outputs]
 
     def run(
         self, feeds: Mapping[str, np.ndarray] | np.ndarray, output_names: Sequence[str] | None = None

@@ -194,10 +194,10 @@ def make_runner(
     inputs, outputs = export_signature(model.variant)
     session = TorchSession(model.export_form(), inputs, outputs, device)
     if model.variant.family == "scrfd":
-        return SCRFD(session, det_size=(size, size), det_thresh=score_thr, nms_thresh=nms_thr)  # type: ignore[arg-type]
+        return SCRFD(session, det_size=(size, size), det_thresh=score_thr, nms_thresh=nms_thr)
     v = model.variant
     return RetinaFace(
-        session,  # type: ignore[arg-type]
+        session,
         det_size=(size, size),
         det_thresh=score_thr,
         nms_thresh=nms_thr,

@@ -156,7 +156,7 @@ def make_landmark_runner(
         device,
     )
     card = landmark_card("torch-model.onnx", num_points, size, crop_scale, name=f"torch.{landmark_task(num_points)}")
-    return LandmarkRunner(session, card)  # type: ignore[arg-type]
+    return LandmarkRunner(session, card)
 
 
 def _nme_args(num_points: int, norm: str) -> tuple[str, Any]:
