@@ -214,9 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         names = list(args.rest)
         detectors = [n for n in names if n in DETECTOR_VARIANTS]
         networks = [n for n in names if n not in DETECTOR_VARIANTS]
-        unknown = [
-            n for n in networks if n not in list_backbones() and n not in ("r18", "r34", "r50", "r100", "r200", "mbf")
-        ]
+        unknown = [n for n in networks if n not in list_backbones(aliases=True)]
         if unknown:
             from facelab.errors import ConfigError
 

@@ -59,9 +59,9 @@ def create_backbone(name: str, **kwargs: Any) -> torch.nn.Module:
     return BACKBONES.get(name)(**kwargs)
 
 
-def list_backbones() -> list[str]:
-    """Registered backbone names."""
-    return BACKBONES.names()
+def list_backbones(aliases: bool = False) -> list[str]:
+    """Registered backbone names; with ``aliases`` also the short names :func:`create_backbone` takes (``r50`` ...)."""
+    return BACKBONES.names() + (list(_ALIASES) if aliases else [])
 
 
 def count_parameters(model: torch.nn.Module) -> int:
