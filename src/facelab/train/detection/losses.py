@@ -98,22 +98,15 @@ def bbox_overlaps(
 
     Returns ``(A, B)``, or ``(A,)`` with ``aligned``.
     """
-    if aligned:
-        lt = torch.max(a[:, :2], b[:, :2])
-        rb = torch.min(a[:, 2:], b[:, 2:])
-        wh = (rb - lt).clamp(min=0)
-        inter = wh[:, 0] * wh[:, 1]
-        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        union = area_a if mode == "iof" else area_a + area_b - inter
-        return inter / union.clamp(min=eps)
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    if not aligned:  # every pair: (A, 1, 4) against (1, B, 4)
+        a, b = a[:, None], b[None]
+    lt = torch.max(a[..., :2], b[..., :2])
+    rb = torch.min(a[..., 2:], b[..., 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] if mode == "iof" else area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a if mode == "iof" else area_a + area_b - inter
     return inter / union.clamp(min=eps)
 
 
