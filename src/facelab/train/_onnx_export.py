@@ -109,7 +109,8 @@ def compare_with_onnxruntime(
         atol: largest accepted difference.
         check_shapes: ``check_shapes(x, torch_outputs, ort_outputs)`` raises a
             :class:`~facelab.errors.ModelError` when the shapes are wrong; it runs before the differences.
-        session: an ONNX Runtime session of ``out`` (a CPU one is made when ``None``).
+        session: an ``onnxruntime.InferenceSession`` of ``out`` (a CPU one is made with
+            :func:`facelab.runtime.session.create_session` when ``None``).
         output_names: outputs to fetch (all when ``None``); outputs are compared pairwise in order.
 
     Returns:
@@ -119,9 +120,9 @@ def compare_with_onnxruntime(
         ModelError: wrong shapes (from ``check_shapes``) or a difference above ``atol``.
     """
     if session is None:
-        import onnxruntime as ort
+        from facelab.runtime.session import RuntimeOptions, create_session
 
-        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        session = create_session(out, RuntimeOptions(providers="cpu")).session
     worst = 0.0
     for x in samples:
         with torch.no_grad():

@@ -76,10 +76,8 @@ def _set_output_widths(path: Path, widths: list[int | None]) -> None:
 
 
 def _check(out: Path, model: DetectorModel, atol: float) -> float:
-    import onnxruntime as ort
-
     from facelab.detection import classify_detector
-    from facelab.runtime.session import TensorInfo
+    from facelab.runtime.session import RuntimeOptions, create_session
 
     inputs, outputs = export_signature(model.variant)
     graph, graph_in = graph_inputs(out)
@@ -87,12 +85,8 @@ def _check(out: Path, model: DetectorModel, atol: float) -> float:
         raise ModelError(f"{out}: expected one 4-D input, got {[i.name for i in graph_in]}")
     if [o.name for o in graph.output] != [o.name for o in outputs]:
         raise ModelError(f"{out}: outputs {[o.name for o in graph.output]}, expected {[o.name for o in outputs]}")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    infos = [
-        TensorInfo(o.name, tuple(d if isinstance(d, int) else None for d in o.shape), o.type)
-        for o in session.get_outputs()
-    ]
-    found = classify_detector(infos)
+    session = create_session(out, RuntimeOptions(providers="cpu"))
+    found = classify_detector(session.outputs)
     if found is None or found[0] != model.variant.family:
         raise ModelError(
             f"{out}: facelab classifies this signature as {found and found[0]}, not {model.variant.family}"
@@ -112,7 +106,7 @@ def _check(out: Path, model: DetectorModel, atol: float) -> float:
         input_name=inputs[0].name,
         atol=atol,
         check_shapes=lambda x, ref, got: _check_output_shapes(out, outputs, ref, got),
-        session=session,
+        session=session.session,
     )
 
 
