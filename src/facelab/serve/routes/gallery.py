@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, Upload
 from fastapi.responses import Response
 
 from facelab.errors import ContractMismatchError, GalleryError, GalleryNotFoundError
+from facelab.gallery.enroll import REVIEW_MODES
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.routes.compute import require_multipart
 from facelab.serve.state import ServiceState, get_state, read_upload
@@ -23,7 +24,6 @@ from facelab.serve.state import ServiceState, get_state, read_upload
 router = APIRouter(tags=["gallery"])
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_REVIEW = ("off", "standard", "strict")
 
 
 def _gallery(state: ServiceState) -> Any:
@@ -247,8 +247,8 @@ def _enrollment_out(result: Any, uploads: list[UploadFile], coll: Any) -> dict[s
 
 
 async def _enroll(state: ServiceState, coll: Any, uploads: list[UploadFile], review: str, **target: Any) -> Any:
-    if review not in _REVIEW:
-        raise ApiError(422, "validation_error", f"review_mode must be one of {_REVIEW}")
+    if review not in REVIEW_MODES:
+        raise ApiError(422, "validation_error", f"review_mode must be one of {REVIEW_MODES}")
     data = await _read_images(state, uploads)
     gallery = state.gallery
 
