@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from facelab.ops.boxes import box_area
 from facelab.recognition.compare import compare as cosine
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.schemas import AnalyzeResponse, CompareResponse, DetectResponse, EmbeddingResponse, face_out
@@ -42,7 +43,11 @@ def _selection(value: str) -> str:
 
 
 def _by_area(faces: list) -> list:
-    return sorted(faces, key=lambda f: -float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
+    """``faces`` largest box first (ties keep their order)."""
+    if not faces:
+        return []
+    order = np.argsort(-box_area(np.stack([f.bbox for f in faces])), kind="stable")
+    return [faces[i] for i in order]
 
 
 async def _faces_in_upload(
