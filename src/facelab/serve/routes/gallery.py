@@ -104,6 +104,13 @@ def _next(state: ServiceState, list_name: str, offset: int, limit: int, got: int
     return state.cursors.sign({"list": list_name, "offset": offset + limit}) if got > limit else None
 
 
+def _threshold(value: Any, message: str) -> Any:
+    """``value`` when it is ``None`` or a number in ``[-1, 1]``, else 422 ``validation_error`` with ``message``."""
+    if value is not None and (not isinstance(value, (int, float)) or not -1 <= value <= 1):
+        raise ApiError(422, "validation_error", message)
+    return value
+
+
 def _gallery_errors(exc: GalleryError, missing: str = "not_found") -> ApiError:
     if isinstance(exc, GalleryNotFoundError):
         return ApiError(404, missing, str(exc)[:400])
@@ -128,9 +135,7 @@ async def create_collection(
     unknown = set(body) - {"id", "threshold", "save_face_crops", "metadata"}
     if unknown:
         raise ApiError(422, "validation_error", f"unknown fields {sorted(unknown)}")
-    threshold = body.get("threshold")
-    if threshold is not None and (not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
-        raise ApiError(422, "validation_error", "threshold must be a number in [-1, 1]")
+    threshold = _threshold(body.get("threshold"), "threshold must be a number in [-1, 1]")
     if gallery.store.collection_by_name(cid) is not None:
         raise ApiError(409, "collection_exists", f"collection {cid!r} exists")
 
@@ -182,10 +187,7 @@ def update_collection(
         raise ApiError(422, "validation_error", f"unknown or immutable fields {sorted(unknown)}")
     changes: dict[str, Any] = {}
     if "threshold" in body:
-        t = body["threshold"]
-        if t is not None and (not isinstance(t, (int, float)) or not -1 <= t <= 1):
-            raise ApiError(422, "validation_error", "threshold must be a number in [-1, 1] or null")
-        changes["threshold"] = t
+        changes["threshold"] = _threshold(body["threshold"], "threshold must be a number in [-1, 1] or null")
     if "save_face_crops" in body:
         changes["save_crops"] = bool(body["save_face_crops"])
     if "metadata" in body:
