@@ -19,7 +19,8 @@ from facelab.errors import ContractMismatchError, GalleryError, GalleryNotFoundE
 from facelab.gallery.enroll import REVIEW_MODES
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.routes.compute import require_multipart
-from facelab.serve.state import ServiceState, get_state, read_upload
+from facelab.serve.schemas import face_out
+from facelab.serve.state import ServiceState, decode_upload, get_state, read_upload
 
 router = APIRouter(tags=["gallery"])
 
@@ -464,9 +465,6 @@ async def search(
     threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
 ) -> dict[str, Any]:
     """1:N: every face of the photo against the collection; a person's score is the max over its faces."""
-    from facelab.serve.schemas import face_out
-    from facelab.serve.state import decode_upload
-
     coll = _collection(state, collection_id)
     data = await read_upload(state, image, "image")
 
