@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,11 @@ from pathlib import Path
 
 import httpx
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from serve_helpers import ServerProcess  # noqa: E402 - the tests' server runner
+from shared_data import shared_root  # noqa: E402 - honours FACELAB_SHARED
+
+SHARED = shared_root()
 PHOTO = SHARED / "data" / "verification" / "deepface" / "img1.jpg"
 GROUP = SHARED / "data" / "images" / "t1.jpg"
 
@@ -50,26 +53,6 @@ def _fill_gallery(url: str, fa, faces: int, per_person: int = 10) -> None:
                 vecs = rng.standard_normal((n, dim)).astype(np.float32)
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
                 store.add_faces(coll.id, [NewFace(v, person_id=pids[i // per_person]) for i, v in enumerate(vecs)])
-
-
-def _start(data: Path, workers: int, port: int) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("facelab")
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "facelab"])]
-    log = open(data / "server.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [*cmd, "serve", "--port", str(port), "--data-dir", str(data), "--workers", str(workers), "--queue", "64"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit((data / "server.log").read_text()[-2000:])
 
 
 def _load(url: str, key: str, files: dict, n: int, concurrency: int) -> tuple[float, list[float], int]:
@@ -124,27 +107,28 @@ def main() -> None:
     t0 = time.perf_counter()
     _fill_gallery(url, fa, args.gallery_faces)
     print(f"gallery: {args.gallery_faces} synthetic faces written in {time.perf_counter() - t0:.1f} s")
-    proc = _start(data, args.workers, args.port)
-    base = f"http://127.0.0.1:{args.port}"
+    server = ServerProcess(data, ["--workers", str(args.workers), "--queue", "64"], port=args.port).start(timeout=120)
+    base = server.url
     from facelab.gallery import Gallery
 
     gallery = Gallery.open(url)
+    group, photo = GROUP.read_bytes(), PHOTO.read_bytes()  # read once: both columns start from bytes in memory
     try:
         cases = {
             "/v1/detect (t1.jpg, 6 faces)": (
                 "/v1/detect",
-                {"image": ("t1.jpg", GROUP.read_bytes())},
-                lambda: fa.detect_faces(GROUP.read_bytes()),
+                {"image": ("t1.jpg", group)},
+                lambda: fa.detect_faces(group),
             ),
             "/v1/embeddings (img1.jpg)": (
                 "/v1/embeddings",
-                {"image": ("img1.jpg", PHOTO.read_bytes())},
-                lambda: fa.analyze(PHOTO.read_bytes(), max_num=1, metric="max"),
+                {"image": ("img1.jpg", photo)},
+                lambda: fa.analyze(photo, max_num=1, metric="max"),
             ),
             f"/v1/collections/bench/search ({args.gallery_faces} faces)": (
                 "/v1/collections/bench/search",
-                {"image": ("img1.jpg", PHOTO.read_bytes())},
-                lambda: gallery.search_image(PHOTO.read_bytes(), fa, collection="bench"),
+                {"image": ("img1.jpg", photo)},
+                lambda: gallery.search_image(photo, fa, collection="bench"),
             ),
         }
         print(f"workers={args.workers}, requests per level={args.requests}, cores={os.cpu_count()}")
@@ -170,8 +154,7 @@ def main() -> None:
                 )
     finally:
         gallery.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
 
 
 if __name__ == "__main__":

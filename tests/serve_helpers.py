@@ -67,13 +67,20 @@ class ServerProcess:
         data_dir: its data folder (keys, cursor key, default gallery).
         args: extra command-line arguments.
         env: extra environment.
+        port: the port to listen on (default: a free one).
     """
 
-    def __init__(self, data_dir: Path, args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.args = list(args or [])
         self.env = {**os.environ, **(env or {})}
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = self.data_dir / f"server-{self.port}.log"

@@ -30,6 +30,20 @@ def _use_key(page, key: str) -> None:
     page.click("#key-form button")
 
 
+def _open_with_key(page, url: str, key: str, ready: str) -> None:
+    """Open the page at ``url``, enter the key and wait for ``ready`` (a selector of the page's form)."""
+    page.goto(url)
+    page.wait_for_selector("#collection-form")
+    _use_key(page, key)
+    page.wait_for_selector(ready)
+
+
+def _create_collection(page, name: str) -> None:
+    page.fill("#new-collection", name)
+    page.click("#create-collection")
+    page.wait_for_selector(f"#collection option[value={name}]", state="attached")
+
+
 def test_detect_page_boxes_the_faces_of_a_shared_photo(server, tmp_path):
     proc, key = server
     shots = artifact_dir(tmp_path)
@@ -64,13 +78,8 @@ def test_enroll_a_person_then_find_them_by_another_photo(server, tmp_path):
     df = "data/verification/deepface/"
     with chromium_page() as page:
         page.on("dialog", lambda d: d.accept())
-        page.goto(proc.url + "/#people")
-        page.wait_for_selector("#collection-form")
-        _use_key(page, key)
-        page.wait_for_selector("#collection-form")
-        page.fill("#new-collection", "friends")
-        page.click("#create-collection")
-        page.wait_for_selector("#collection option[value=friends]", state="attached")
+        _open_with_key(page, proc.url + "/#people", key, "#collection-form")
+        _create_collection(page, "friends")
         page.fill("#enroll-name", "Angelina")
         page.set_input_files("#enroll-files", [str(shared_file(df + "img1.jpg")), str(shared_file(df + "img2.jpg"))])
         page.click("#enroll-run")
@@ -106,13 +115,8 @@ def test_albums_index_a_library_group_it_and_name_a_person(server, tmp_path):
     shots = artifact_dir(tmp_path)
     with chromium_page() as page:
         page.on("dialog", lambda d: d.accept("Angelina") if d.type == "prompt" else d.accept())
-        page.goto(proc.url + "/#index")
-        page.wait_for_selector("#collection-form")
-        _use_key(page, key)
-        page.wait_for_selector("#index-form")
-        page.fill("#new-collection", "album")
-        page.click("#create-collection")
-        page.wait_for_selector("#collection option[value=album]", state="attached")
+        _open_with_key(page, proc.url + "/#index", key, "#index-form")
+        _create_collection(page, "album")
         page.select_option("#collection", "album")
         page.click("#index-run")
         expect(page.locator(".job[data-status=done]").first).to_be_visible(timeout=120_000)

@@ -41,6 +41,7 @@ __all__ = [
     "RequestIdMiddleware",
     "envelope",
     "request_id_of",
+    "scope_request_id",
     "send_envelope",
     "RECENT_ERRORS",
 ]
@@ -80,9 +81,14 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def scope_request_id(scope: Mapping[str, Any]) -> str:
+    """The request id :class:`RequestIdMiddleware` put in an ASGI ``scope`` (``"-"`` before it ran)."""
+    return scope.get("state", {}).get("request_id") or "-"
+
+
 def request_id_of(request: Request) -> str:
     """The request id the middleware attached to ``request``."""
-    return request.scope.get("state", {}).get("request_id") or "-"
+    return scope_request_id(request.scope)
 
 
 def envelope(code: str, message: str, details: Mapping[str, Any] | None, request_id: str) -> dict[str, Any]:
@@ -90,31 +96,26 @@ def envelope(code: str, message: str, details: Mapping[str, Any] | None, request
     return {"error": {"code": code, "message": message, "details": dict(details or {})}, "request_id": request_id}
 
 
-async def send_envelope(
-    send: Any,
-    scope: dict,
-    status: int,
-    code: str,
-    message: str,
-    details: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    """Answer an ASGI request with the error envelope (for middleware, outside FastAPI's handlers)."""
+def _answered(error: ApiError, path: str, request_id: str) -> dict[str, Any]:
+    """The envelope of ``error``, noted in :data:`RECENT_ERRORS`."""
+    RECENT_ERRORS.append((error.status, error.code, path))
+    return envelope(error.code, error.message, error.details, request_id)
+
+
+async def send_envelope(send: Any, scope: dict, error: ApiError) -> None:
+    """Answer an ASGI request with ``error``'s envelope (for middleware, outside FastAPI's handlers)."""
     import json
 
-    rid = scope.get("state", {}).get("request_id", "-")
-    RECENT_ERRORS.append((status, code, scope.get("path", "")))
-    body = json.dumps(envelope(code, message, details, rid)).encode()
+    body = json.dumps(_answered(error, scope.get("path", ""), scope_request_id(scope))).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
-def _respond(request: Request, status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
-    rid = request_id_of(request)
-    RECENT_ERRORS.append((status, code, request.url.path))
-    return JSONResponse(envelope(code, message, details, rid), status_code=status, headers=dict(headers or {}))
+def _respond(request: Request, error: ApiError) -> JSONResponse:
+    body = _answered(error, request.url.path, request_id_of(request))
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
@@ -130,45 +131,46 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _respond(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return _respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _respond(request, 422, "validation_error", "the request is not valid", _validation_details(exc))
+        details = _validation_details(exc)
+        return _respond(request, ApiError(422, "validation_error", "the request is not valid", details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _respond(request, 404, "not_found", f"no route {request.url.path}")
+            return _respond(request, ApiError(404, "not_found", f"no route {request.url.path}"))
         if exc.status_code == 405:
-            return _respond(request, 405, "method_not_allowed", f"{request.method} is not allowed here")
-        return _respond(request, exc.status_code, "http_error", str(exc.detail)[:200])
+            return _respond(request, ApiError(405, "method_not_allowed", f"{request.method} is not allowed here"))
+        return _respond(request, ApiError(exc.status_code, "http_error", str(exc.detail)[:200]))
 
     @app.exception_handler(ImageTooLargeError)
     async def _too_large(request: Request, exc: ImageTooLargeError) -> JSONResponse:
-        return _respond(request, 413, "image_too_large", str(exc)[:300])
+        return _respond(request, ApiError(413, "image_too_large", str(exc)[:300]))
 
     @app.exception_handler(ImageError)
     async def _image(request: Request, exc: ImageError) -> JSONResponse:
-        return _respond(request, 400, "invalid_image", str(exc)[:300])
+        return _respond(request, ApiError(400, "invalid_image", str(exc)[:300]))
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> JSONResponse:
-        return _respond(request, 422, "validation_error", str(exc)[:300])
+        return _respond(request, ApiError(422, "validation_error", str(exc)[:300]))
 
     @app.exception_handler(ModelError)
     async def _model(request: Request, exc: ModelError) -> JSONResponse:
         _logger.error("request %s: model error: %s", request_id_of(request), exc)
-        return _respond(request, 503, "model_unavailable", "a model needed for this request is unavailable")
+        return _respond(request, ApiError(503, "model_unavailable", "a model needed for this request is unavailable"))
 
     @app.exception_handler(FacelabError)
     async def _facelab(request: Request, exc: FacelabError) -> JSONResponse:
-        return _respond(request, 400, "invalid_request", str(exc)[:300])
+        return _respond(request, ApiError(400, "invalid_request", str(exc)[:300]))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         _logger.exception("request %s: internal error", request_id_of(request))
-        return _respond(request, 500, "internal_error", "internal error; the server log has the details")
+        return _respond(request, ApiError(500, "internal_error", "internal error; the server log has the details"))
 
 
 class RequestIdMiddleware:

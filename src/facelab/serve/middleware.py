@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from facelab.serve.errors import ApiError, send_envelope
+from facelab.serve.errors import ApiError, scope_request_id, send_envelope
 from facelab.serve.metrics import ServiceMetrics
 
 __all__ = ["BodyLimitMiddleware", "AccessLogMiddleware", "SecurityHeadersMiddleware", "CSP", "JsonLogFormatter"]
@@ -47,17 +47,12 @@ class BodyLimitMiddleware:
                 try:
                     length = int(value)
                 except ValueError:
-                    await send_envelope(send, scope, 400, "invalid_request", "bad Content-Length header")
+                    await send_envelope(send, scope, ApiError(400, "invalid_request", "bad Content-Length header"))
                     return
                 if length > self.max_bytes:
-                    await send_envelope(
-                        send,
-                        scope,
-                        413,
-                        "request_too_large",
-                        f"request body of {length} bytes is over the limit of {self.max_bytes}",
-                        {"limit": self.max_bytes},
-                    )
+                    message = f"request body of {length} bytes is over the limit of {self.max_bytes}"
+                    error = ApiError(413, "request_too_large", message, {"limit": self.max_bytes})
+                    await send_envelope(send, scope, error)
                     return
         received = 0
 
@@ -104,7 +99,7 @@ class AccessLogMiddleware:
             _access.info(
                 "request",
                 extra={
-                    "request_id": scope.get("state", {}).get("request_id", "-"),
+                    "request_id": scope_request_id(scope),
                     "method": scope["method"],
                     "route": template,
                     "status": status,

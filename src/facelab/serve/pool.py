@@ -37,26 +37,11 @@ class InferencePool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facelab-infer")
         self._lock = threading.Lock()
         self._pending = 0
-        self._busy = 0
 
     @property
     def depth(self) -> int:
         """Calls in flight or waiting."""
         return self._pending
-
-    @property
-    def busy(self) -> int:
-        """Calls running on a thread now."""
-        return self._busy
-
-    def _run(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-        with self._lock:
-            self._busy += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            with self._lock:
-                self._busy -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on a worker; 503 when the pool is full."""
@@ -71,7 +56,7 @@ class InferencePool:
                 )
             self._pending += 1
         try:
-            future = self._executor.submit(self._run, fn, args, kwargs)
+            future = self._executor.submit(fn, *args, **kwargs)
             return await asyncio.wrap_future(future)
         finally:
             with self._lock:

@@ -24,7 +24,6 @@ __all__ = [
     "CompareResponse",
     "EmbeddingResponse",
     "HealthResponse",
-    "ErrorResponse",
     "face_out",
 ]
 
@@ -113,21 +112,6 @@ class HealthResponse(BaseModel):
     status: str
     auth_enabled: bool
     version: str
-
-
-class ErrorBody(BaseModel):
-    """The error itself."""
-
-    code: str
-    message: str
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class ErrorResponse(BaseModel):
-    """Every error."""
-
-    error: ErrorBody
-    request_id: str
 
 
 def _box(b: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> dict[str, float]:

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from facelab.serve.auth import KeyStore, scope_allows
-from facelab.serve.errors import send_envelope
+from facelab.serve.errors import ApiError, send_envelope
 
 __all__ = ["required_scope", "AuthMiddleware", "PUBLIC_PATHS"]
 
@@ -94,36 +94,24 @@ class AuthMiddleware:
             elif key == b"x-api-key" and presented is None:
                 presented = value.decode("latin-1").strip()
         if not presented:
-            await send_envelope(
-                send, scope, 401, "unauthorized", "an API key is required (Authorization: Bearer)", None, _CHALLENGE
-            )
+            error = ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer)", None, _CHALLENGE)
+            await send_envelope(send, scope, error)
             return
         record = self.keys.verify(presented)
         if record is None:
-            await send_envelope(
-                send, scope, 401, "invalid_api_key", "the API key is unknown or revoked", None, _CHALLENGE
-            )
+            error = ApiError(401, "invalid_api_key", "the API key is unknown or revoked", None, _CHALLENGE)
+            await send_envelope(send, scope, error)
             return
         if not scope_allows(record.scope, need):
-            await send_envelope(
-                send,
-                scope,
-                403,
-                "forbidden",
-                f"this key has scope {record.scope!r}; the request needs {need!r}",
-                {"scope": record.scope, "needed": need},
-            )
+            message = f"this key has scope {record.scope!r}; the request needs {need!r}"
+            error = ApiError(403, "forbidden", message, {"scope": record.scope, "needed": need})
+            await send_envelope(send, scope, error)
             return
         if self.buckets is not None and not self.buckets.take(record.key_id):
-            await send_envelope(
-                send,
-                scope,
-                429,
-                "rate_limited",
-                "too many requests for this key",
-                None,
-                {"Retry-After": self.retry_after},
+            error = ApiError(
+                429, "rate_limited", "too many requests for this key", None, {"Retry-After": self.retry_after}
             )
+            await send_envelope(send, scope, error)
             return
         scope.setdefault("state", {})["api_key"] = record
         await self.app(scope, receive, send)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from facelab.errors import ConfigError, GalleryError
+from facelab.errors import GalleryError
 from facelab.serve.errors import ApiError
 from facelab.serve.routes.gallery import _collection, _gallery_errors, _person, person_out
 from facelab.serve.state import ServiceState, get_state
@@ -33,11 +33,9 @@ def _ids(body: dict[str, Any], key: str) -> list[int]:
 
 @contextmanager
 def _clustering_errors() -> Iterator[None]:
-    """A bad setting (:class:`ConfigError`) becomes a 422 ``validation_error``; a gallery error its usual answer."""
+    """A gallery error gets its usual answer (a bad setting, :class:`ConfigError`, is the app's 422 already)."""
     try:
         yield
-    except ConfigError as exc:
-        raise ApiError(422, "validation_error", str(exc)[:300]) from exc
     except GalleryError as exc:
         raise _gallery_errors(exc) from exc
 
@@ -112,15 +110,20 @@ def _correct(state: ServiceState, coll: Any, corrections: list[Any]) -> dict[str
     return {"applied": [c.to_dict() for c in corrections]}
 
 
-def _person_and_faces(state: ServiceState, coll: Any, body: dict[str, Any]) -> tuple[int, list[int]]:
-    """``(person_id, face_ids)`` of a split / move / reject body, both checked to exist in the collection."""
+def _correct_faces(
+    state: ServiceState, collection_id: str, body: dict[str, Any], kind: str, other: int | None = None
+) -> dict[str, Any]:
+    """Apply a ``kind`` correction of a ``{person_id, face_ids}`` body, both checked to exist in the collection."""
+    from facelab.gallery.cluster import Correction
+
+    coll = _collection(state, collection_id)
     pid = body.get("person_id")
     if not isinstance(pid, int):
         raise ApiError(422, "validation_error", "person_id must be a person id")
     _person(state, coll, pid)
     faces = _ids(body, "face_ids")
     _faces_of(state, coll, faces)
-    return pid, faces
+    return _correct(state, coll, [Correction(kind, pid, faces=tuple(faces), other=other)])
 
 
 @router.post("/v1/collections/{collection_id}/clusters/merge")
@@ -137,8 +140,7 @@ def merge(
     others = _ids(body, "others")
     for pid in [into, *others]:
         _person(state, coll, pid)
-    if into in others:
-        raise ApiError(422, "validation_error", "a person cannot be merged into itself")
+    # Correction refuses a person merged into itself (ConfigError: 422 validation_error)
     return _correct(state, coll, [Correction("merge", into, other=o) for o in others])
 
 
@@ -147,11 +149,7 @@ def split(
     collection_id: str, state: Annotated[ServiceState, Depends(get_state)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     """``{person_id, face_ids}``: those faces are someone else (a new unnamed person)."""
-    from facelab.gallery.cluster import Correction
-
-    coll = _collection(state, collection_id)
-    pid, faces = _person_and_faces(state, coll, body)
-    return _correct(state, coll, [Correction("split", pid, faces=tuple(faces), other=-1)])
+    return _correct_faces(state, collection_id, body, "split", other=-1)
 
 
 @router.post("/v1/collections/{collection_id}/clusters/move")
@@ -159,11 +157,7 @@ def move(
     collection_id: str, state: Annotated[ServiceState, Depends(get_state)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     """``{person_id, face_ids}``: those faces belong to this person."""
-    from facelab.gallery.cluster import Correction
-
-    coll = _collection(state, collection_id)
-    pid, faces = _person_and_faces(state, coll, body)
-    return _correct(state, coll, [Correction("move", pid, faces=tuple(faces))])
+    return _correct_faces(state, collection_id, body, "move")
 
 
 @router.post("/v1/collections/{collection_id}/clusters/reject")
@@ -171,10 +165,6 @@ def reject(
     collection_id: str, state: Annotated[ServiceState, Depends(get_state)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     """``{person_id, face_ids}`` (or ``face_id``): not this person (every later run keeps them apart)."""
-    from facelab.gallery.cluster import Correction
-
-    coll = _collection(state, collection_id)
     if "face_id" in body and "face_ids" not in body:
         body = {**body, "face_ids": [body["face_id"]]}
-    pid, faces = _person_and_faces(state, coll, body)
-    return _correct(state, coll, [Correction("reject", pid, faces=tuple(faces))])
+    return _correct_faces(state, collection_id, body, "reject")

@@ -7,6 +7,7 @@ a worker of the shared pool: :meth:`FaceAnalyzer.detect_faces`, :meth:`FaceAnaly
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import cv2
@@ -14,6 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from facelab.ops.boxes import box_area
 from facelab.recognition.compare import compare as cosine
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.schemas import AnalyzeResponse, CompareResponse, DetectResponse, EmbeddingResponse, face_out
@@ -41,7 +43,30 @@ def _selection(value: str) -> str:
 
 
 def _by_area(faces: list) -> list:
-    return sorted(faces, key=lambda f: -float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
+    """``faces`` largest box first (ties keep their order)."""
+    if not faces:
+        return []
+    order = np.argsort(-box_area(np.stack([f.bbox for f in faces])), kind="stable")
+    return [faces[i] for i in order]
+
+
+async def _faces_in_upload(
+    state: ServiceState, upload: UploadFile, stage: str, find: Callable[[np.ndarray], list]
+) -> tuple[int, int, list]:
+    """Check and decode the ``image`` upload, run ``find`` on it on a worker (timed as ``stage``).
+
+    Returns:
+        ``(width, height, faces)``, the faces largest first.
+    """
+    data = await read_upload(state, upload, "image")
+
+    def work() -> tuple[tuple[int, ...], list]:
+        arr = decode_upload(state, data, "image")
+        with state.metrics.time_stage(stage):
+            return arr.shape, find(arr)
+
+    shape, faces = await state.pool.run(work)
+    return shape[1], shape[0], _by_area(faces)
 
 
 @router.post("/v1/detect", response_model=DetectResponse, dependencies=[Depends(require_multipart)])
@@ -53,17 +78,9 @@ async def detect(
 ) -> Any:
     """Find faces: boxes (pixels and normalised), five landmarks, score and quality, largest first."""
     state.require_ready()
-    data = await read_upload(state, image, "image")
-
-    def work() -> tuple[tuple[int, ...], list]:
-        arr = decode_upload(state, data, "image")
-        with state.metrics.time_stage("detect"):
-            return arr.shape, state.analyzer.detect_faces(arr)
-
-    shape, faces = await state.pool.run(work)
-    faces = _by_area(faces)[: min(max_faces, state.settings.max_faces)]
+    w, h, faces = await _faces_in_upload(state, image, "detect", state.analyzer.detect_faces)
+    faces = faces[: min(max_faces, state.settings.max_faces)]
     state.metrics.faces.labels("detect").inc(len(faces))
-    h, w = shape[:2]
     return {
         "faces": [face_out(f, w, h) for f in faces],
         "image": {"width": w, "height": h},
@@ -81,17 +98,9 @@ async def analyze(
 ) -> Any:
     """Every model of the pack on every face (landmarks, attributes, embeddings)."""
     state.require_ready()
-    data = await read_upload(state, image, "image")
-
-    def work() -> tuple[tuple[int, ...], list]:
-        arr = decode_upload(state, data, "image")
-        with state.metrics.time_stage("analyze"):
-            return arr.shape, state.analyzer.analyze(arr)
-
-    shape, faces = await state.pool.run(work)
-    faces = _by_area(faces)[:max_faces]
+    w, h, faces = await _faces_in_upload(state, image, "analyze", state.analyzer.analyze)
+    faces = faces[:max_faces]
     state.metrics.faces.labels("analyze").inc(len(faces))
-    h, w = shape[:2]
     rec = state.analyzer.cards.get("recognition")
     return {
         "faces": [face_out(f, w, h, embedding=embeddings) for f in faces],

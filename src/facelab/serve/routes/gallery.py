@@ -16,14 +16,15 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, Upload
 from fastapi.responses import Response
 
 from facelab.errors import ContractMismatchError, GalleryError, GalleryNotFoundError
+from facelab.gallery.enroll import REVIEW_MODES
 from facelab.serve.errors import ApiError, request_id_of
 from facelab.serve.routes.compute import require_multipart
-from facelab.serve.state import ServiceState, get_state, read_upload
+from facelab.serve.schemas import face_out
+from facelab.serve.state import ServiceState, decode_upload, get_state, read_upload
 
 router = APIRouter(tags=["gallery"])
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_REVIEW = ("off", "standard", "strict")
 
 
 def _gallery(state: ServiceState) -> Any:
@@ -104,6 +105,13 @@ def _next(state: ServiceState, list_name: str, offset: int, limit: int, got: int
     return state.cursors.sign({"list": list_name, "offset": offset + limit}) if got > limit else None
 
 
+def _threshold(value: Any, message: str) -> Any:
+    """``value`` when it is ``None`` or a number in ``[-1, 1]``, else 422 ``validation_error`` with ``message``."""
+    if value is not None and (not isinstance(value, (int, float)) or not -1 <= value <= 1):
+        raise ApiError(422, "validation_error", message)
+    return value
+
+
 def _gallery_errors(exc: GalleryError, missing: str = "not_found") -> ApiError:
     if isinstance(exc, GalleryNotFoundError):
         return ApiError(404, missing, str(exc)[:400])
@@ -128,9 +136,7 @@ async def create_collection(
     unknown = set(body) - {"id", "threshold", "save_face_crops", "metadata"}
     if unknown:
         raise ApiError(422, "validation_error", f"unknown fields {sorted(unknown)}")
-    threshold = body.get("threshold")
-    if threshold is not None and (not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
-        raise ApiError(422, "validation_error", "threshold must be a number in [-1, 1]")
+    threshold = _threshold(body.get("threshold"), "threshold must be a number in [-1, 1]")
     if gallery.store.collection_by_name(cid) is not None:
         raise ApiError(409, "collection_exists", f"collection {cid!r} exists")
 
@@ -182,10 +188,7 @@ def update_collection(
         raise ApiError(422, "validation_error", f"unknown or immutable fields {sorted(unknown)}")
     changes: dict[str, Any] = {}
     if "threshold" in body:
-        t = body["threshold"]
-        if t is not None and (not isinstance(t, (int, float)) or not -1 <= t <= 1):
-            raise ApiError(422, "validation_error", "threshold must be a number in [-1, 1] or null")
-        changes["threshold"] = t
+        changes["threshold"] = _threshold(body["threshold"], "threshold must be a number in [-1, 1] or null")
     if "save_face_crops" in body:
         changes["save_crops"] = bool(body["save_face_crops"])
     if "metadata" in body:
@@ -247,8 +250,8 @@ def _enrollment_out(result: Any, uploads: list[UploadFile], coll: Any) -> dict[s
 
 
 async def _enroll(state: ServiceState, coll: Any, uploads: list[UploadFile], review: str, **target: Any) -> Any:
-    if review not in _REVIEW:
-        raise ApiError(422, "validation_error", f"review_mode must be one of {_REVIEW}")
+    if review not in REVIEW_MODES:
+        raise ApiError(422, "validation_error", f"review_mode must be one of {REVIEW_MODES}")
     data = await _read_images(state, uploads)
     gallery = state.gallery
 
@@ -462,9 +465,6 @@ async def search(
     threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
 ) -> dict[str, Any]:
     """1:N: every face of the photo against the collection; a person's score is the max over its faces."""
-    from facelab.serve.schemas import face_out
-    from facelab.serve.state import decode_upload
-
     coll = _collection(state, collection_id)
     data = await read_upload(state, image, "image")
 
