@@ -47,7 +47,7 @@ import numpy as np
 from facelab.eval.report import format_table
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
+SHARED = Path(os.environ.get("FACELAB_SHARED", HERE.parent.parent / "shared"))
 DEEPFACE = SHARED / "data/verification/deepface"
 RD = SHARED / "data/images/inspireface/RD"
 
