@@ -44,23 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.eval.report import format_table
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
+SHARED = Path(os.environ.get("FACELAB_SHARED", HERE.parent.parent / "shared"))
 DEEPFACE = SHARED / "data/verification/deepface"
 RD = SHARED / "data/images/inspireface/RD"
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
-        return str(v)
-
-    table = [header] + [[cell(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- real sets
@@ -232,7 +221,7 @@ def run_quality(sets: list[dict], threshold: float, out: dict) -> None:
                 }
             )
     print(
-        _table(
+        format_table(
             rows,
             [
                 "set",
@@ -283,7 +272,7 @@ def run_sweep(sets: list[dict], threshold: float, out: dict) -> None:
     header = ["algorithm", "u", "extra"]
     for d in sets:
         header += [f"{d['name']} pair F", f"{d['name']} BCubed F"]
-    print(_table(rows, header))
+    print(format_table(rows, header))
 
 
 def run_neighbours(out: dict, n: int = 20000) -> None:
@@ -324,7 +313,7 @@ def run_neighbours(out: dict, n: int = 20000) -> None:
                 "n": n,
             }
         )
-    print(_table(rows, ["backend", "seconds", "recall@16", "recall of edges >= 0.93", "index"]))
+    print(format_table(rows, ["backend", "seconds", "recall@16", "recall of edges >= 0.93", "index"]))
 
 
 # ---------------------------------------------------------------------------------------------- scale
@@ -499,7 +488,7 @@ def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: 
                     ]
                 )
     print(
-        _table(
+        format_table(
             rows,
             [
                 "faces",
@@ -520,7 +509,7 @@ def run_scale(sizes: list[int], real: dict, threshold: float, out: dict, n_new: 
     )
     print()
     print(
-        _table(
+        format_table(
             adds,
             [
                 "library",

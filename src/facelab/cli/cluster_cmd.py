@@ -74,16 +74,6 @@ def _faces(values: list[str]) -> tuple[int, ...]:
         raise ConfigError(f"face ids are integers ('facelab people show PERSON' lists them): {exc}") from None
 
 
-def _correct(args: argparse.Namespace, corrections: list[Any]) -> dict[str, Any]:
-    from facelab.cli.gallery_cmd import _open
-    from facelab.gallery.cluster.store import correct_gallery
-
-    with _open(args) as gallery:
-        _, cons = correct_gallery(gallery, args.collection, corrections)
-        counts = {str(p.id): p.face_count for p in gallery.persons(args.collection)}
-    return {"constraints": len(cons), "persons": counts}
-
-
 def _cmd_split(args: argparse.Namespace) -> int:
     from facelab.cli.gallery_cmd import _open, _print_json
     from facelab.gallery.cluster import Correction
@@ -107,10 +97,11 @@ def _correct_faces(args: argparse.Namespace, action: str, person_ref: str) -> in
     """Apply the ``action`` correction (``move`` / ``reject``) of ``args.faces`` to a person; its id."""
     from facelab.cli.gallery_cmd import _open
     from facelab.gallery.cluster import Correction
+    from facelab.gallery.cluster.store import correct_gallery
 
     with _open(args) as gallery:
         person = gallery.find_person(person_ref, args.collection)
-    _correct(args, [Correction(action, person.id, _faces(args.faces))])
+        correct_gallery(gallery, args.collection, [Correction(action, person.id, _faces(args.faces))])
     return person.id
 
 

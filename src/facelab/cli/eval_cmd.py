@@ -289,27 +289,14 @@ def _cmd_nme(args: argparse.Namespace) -> int:
     return 0
 
 
-def _param_value(text: str) -> Any:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def _cmd_cluster(args: argparse.Namespace) -> int:
+    from facelab.cli.cluster_cmd import _params
     from facelab.eval.cluster import cluster_metrics, embed_photos, load_labels, photo_cluster_metrics
     from facelab.eval.pairs import IMAGE_EXTENSIONS
     from facelab.eval.report import format_table, write_json
 
     labelled = load_labels(args.labels, args.images)
-    params: dict[str, Any] = {}
-    for item in args.param or []:
-        if "=" not in item:
-            raise ConfigError(f"--param {item!r}: expected NAME=VALUE")
-        name, value = item.split("=", 1)
-        params[name.strip()] = _param_value(value.strip())
+    params = _params(args.param)
     out: dict[str, Any] = {"labels": labelled.source, "photos": len(labelled)}
     if args.pred:
         from facelab.eval.cluster import labels_from_csv
@@ -321,7 +308,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.pred}: names none of the labelled images")
         codes = np.unique(np.array([found[labelled.items[i]] for i in keep]), return_inverse=True)[1]
         metrics = cluster_metrics(labelled.labels[keep], codes)
-        out["missing"] = [labelled.items[i] for i in range(len(labelled)) if i not in set(keep)]
+        kept = set(keep)
+        out["missing"] = [labelled.items[i] for i in range(len(labelled)) if i not in kept]
     else:
         from facelab.gallery.cluster import recluster
         from facelab.pipeline import FaceAnalyzer
@@ -340,9 +328,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         if args.context:
             folder = Path(args.context)
             extra = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-            paths += [p for p in extra if p not in set(paths)]
+            labelled_paths = set(paths)
+            paths += [p for p in extra if p not in labelled_paths]
         faces = embed_photos(analyzer, paths, progress=sys.stderr.isatty())
-        result = recluster(faces.face_set(), algorithm=args.algorithm, threshold=threshold, params=params or None)
+        result = recluster(faces.face_set(), algorithm=args.algorithm, threshold=threshold, params=params)
         metrics, missing = photo_cluster_metrics(labelled, faces, result.labels())
         out.update(
             pack=analyzer.pack_name,

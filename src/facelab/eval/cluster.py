@@ -336,25 +336,13 @@ def labels_from_pairs(path: str | os.PathLike, image_root: str | os.PathLike | N
             contradicts itself).
     """
     from facelab.eval.pairs import load_pairs
+    from facelab.gallery.cluster._graph import components
 
     pairs = load_pairs(path, image_root)
-    n = len(pairs.items)
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for (a, b), same in zip(pairs.pairs.tolist(), pairs.issame.tolist()):
-        if same:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(n)]
-    for (a, b), same in zip(pairs.pairs.tolist(), pairs.issame.tolist()):
-        if not same and roots[a] == roots[b]:
+    same = pairs.issame
+    roots = components(len(pairs.items), pairs.pairs[same, 0], pairs.pairs[same, 1]).tolist()
+    for (a, b), positive in zip(pairs.pairs.tolist(), same.tolist()):
+        if not positive and roots[a] == roots[b]:
             raise ConfigError(
                 f"{path}: {pairs.items[a]} and {pairs.items[b]} are a negative pair but linked by positive pairs"
             )

@@ -195,17 +195,6 @@ class ConstraintSet:
         self.together = {p for p in self.together if p[0] not in gone and p[1] not in gone}
         return before - len(self)
 
-    def drop_person(self, person: int) -> int:
-        """Forget every pin and reject of ``person`` (a deleted person); returns rows dropped."""
-        person = int(person)
-        before = len(self)
-        self.pins = {f: p for f, p in self.pins.items() if p != person}
-        for face in list(self.rejects):
-            self.rejects[face].discard(person)
-            if not self.rejects[face]:
-                del self.rejects[face]
-        return before - len(self)
-
     def rows(self) -> list[Constraint]:
         """All constraints as table rows, sorted."""
         out = [Constraint("pin", f, p) for f, p in self.pins.items()]

@@ -344,6 +344,13 @@ def _finish_labels(labels: np.ndarray, comp: CompiledConstraints, min_size: int)
     return compact(np.where(small, -1, labels))
 
 
+def _fit(clusterer: Clusterer, graph: KnnGraph, comp: CompiledConstraints) -> np.ndarray:
+    """The algorithm's own labels; the constraints go in only when it honours them natively."""
+    if clusterer.NATIVE_CONSTRAINTS:
+        return clusterer.fit(graph, comp.init, comp.cannot)
+    return clusterer.fit(graph)
+
+
 def _assign_keys(
     labels: np.ndarray, faces: FaceSet, comp: CompiledConstraints, keep_named: bool
 ) -> tuple[np.ndarray, np.ndarray, int, dict[int, int], list[int]]:
@@ -455,10 +462,7 @@ def recluster(
     elif graph.n != len(faces):
         raise ConfigError(f"the graph has {graph.n} faces, the face set {len(faces)}")
     t1 = time.perf_counter()
-    if clusterer.NATIVE_CONSTRAINTS:
-        raw = clusterer.fit(graph, comp.init, comp.cannot)
-    else:
-        raw = clusterer.fit(graph)
+    raw = _fit(clusterer, graph, comp)
     t2 = time.perf_counter()
     labels = _finish_labels(_repair(raw, graph, comp), comp, clusterer.min_size)
     persons, new_clusters, n_new, merged, dissolved = _assign_keys(labels, faces, comp, keep_named)
@@ -605,10 +609,7 @@ def add_faces(
         sub = faces.subset(pool)
         sub_graph = build_knn(sub.embeddings, min(k, len(pool) - 1), backend="exact")
         sub_comp = compile_constraints(sub, constraints, keep_named=False, same_image=same_image)
-        if clusterer.NATIVE_CONSTRAINTS:
-            raw = clusterer.fit(sub_graph, sub_comp.init, sub_comp.cannot)
-        else:
-            raw = clusterer.fit(sub_graph)
+        raw = _fit(clusterer, sub_graph, sub_comp)
         labels = _finish_labels(_repair(raw, sub_graph, sub_comp), sub_comp, clusterer.min_size)
         new_clusters[pool] = labels
         n_new = int(labels.max(initial=-1)) + 1

@@ -432,8 +432,8 @@ class IVFNeighbors:
         n_cells = max(1, int(round(len(x) / self.cell_size)))
         sample = x[rng.choice(len(x), min(len(x), 32 * n_cells), replace=False)] if len(x) > 32 * n_cells else x
         n_cells = min(n_cells, len(sample))
-        self._mean = sample.mean(axis=0)
-        centred = normalize_rows(sample - self._mean)
+        mean = sample.mean(axis=0)
+        centred = normalize_rows(sample - mean)
         self.centroids = centred[rng.choice(len(sample), n_cells, replace=False)].copy()
         self._mean = np.zeros(self.dim, np.float32)  # the sample below is centred already
         for _ in range(self.iterations):
@@ -448,7 +448,7 @@ class IVFNeighbors:
             if len(empty):
                 means[empty] = centred[rng.choice(len(sample), len(empty), replace=False)]
             self.centroids = normalize_rows(means.astype(np.float32))
-        self._mean = sample.mean(axis=0)
+        self._mean = mean
 
     def add(self, vectors: np.ndarray) -> None:
         """Append unit rows; the first call trains the cells on them.

@@ -124,11 +124,11 @@ def pack_threshold(gallery: Any, collection: str) -> float:
     contract = coll.contract
     if contract is None:
         raise ConfigError(f"collection {collection!r} has no faces yet (no embedding model recorded)")
+    from facelab.recognition.compare import resolve_threshold
     from facelab.zoo import get_card
 
     try:
-        card = get_card(contract.model)
-        value = card.extra.get("threshold_cosine")
+        value = resolve_threshold(None, get_card(contract.model))
     except Exception:  # noqa: BLE001 - an unregistered local card: fall through to the known packs
         value = None
     if value is None and contract.model.startswith("dlib_"):
