@@ -241,17 +241,15 @@ def cluster_gallery(
     return out
 
 
-def correct_gallery(gallery: Any, collection: str, corrections: Iterable[Correction]) -> tuple[FaceSet, ConstraintSet]:
+def correct_gallery(gallery: Any, collection: str, corrections: Iterable[Correction]) -> None:
     """Apply user corrections to the store so that every later clustering run keeps them.
 
     Faces the corrections pin are written with ``assigned_by = "user"``; faces a reject takes
     off a person are detached (``"cluster"``: a later run may place them elsewhere) and linked
     by ``cannot_link`` to that person's pinned faces; a merged-away person is deleted (its name
     moves to the kept person when that one has none). A ``split`` with ``other=-1`` creates the
-    new unnamed person.
-
-    Returns:
-        The corrected ``(faces, constraints)`` as :func:`load_gallery` reads them back.
+    new unnamed person. :func:`load_gallery` reads the corrected state back when a caller needs it
+    (no caller does: the whole collection is not re-read after every correction).
     """
     faces, cons, _ = load_gallery(gallery, collection)
     resolved = []
@@ -286,4 +284,3 @@ def correct_gallery(gallery: Any, collection: str, corrections: Iterable[Correct
     ignored = set(_state(gallery, collection).get("ignored", []))
     if ignored & set(new_cons.pins):  # a face the user places again takes part again
         _save_state(gallery, collection, ignored=sorted(ignored - set(new_cons.pins)))
-    return load_gallery(gallery, collection)[:2]
