@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from facelab.convert.cache import read_source
 from facelab.errors import ModelError, ModelNotFoundError
 
 __all__ = ["DlibReader", "compose_floats", "BUNDLED_MODELS", "bundled_model_path", "read_model_bytes"]
@@ -486,13 +487,4 @@ def read_model_bytes(path: str | Path) -> tuple[bytes, str]:
         ModelNotFoundError: the file does not exist.
         ModelError: it cannot be read or is empty.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ModelNotFoundError(f"dlib model file not found: {file}")
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read dlib model file {file}: {exc}") from exc
-    if not data:
-        raise ModelError(f"{file}: the file is empty, not a dlib model")
-    return data, str(file)
+    return read_source(path, "dlib model file")

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from facelab.convert.cache import cached_conversion
+from facelab.convert.cache import cached_conversion, read_source
 from facelab.convert.graph import GraphBuilder
 from facelab.convert.joblib_reader import load_joblib
 from facelab.errors import ModelError, ModelNotFoundError
@@ -283,12 +283,7 @@ def convert_cached(home: str | Path | None = None, sources: dict[str, str | Path
     cards: dict[str, dict[str, Any]] = {}
     for network in NETWORKS:
         src = Path(sources[network]) if sources and network in sources else weights_path(network)
-        if not src.is_file():
-            raise ModelNotFoundError(f"MTCNN {network} weights not found: {src}")
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"cannot read {src}: {exc}") from exc
+        data, _ = read_source(src, f"MTCNN {network} weights")
         sha = hashlib.sha256(data).hexdigest()
 
         def build(onnx_name: str, data: bytes = data, network: str = network, src: Path = src, sha: str = sha):
