@@ -141,17 +141,8 @@ class _Net:
             weight, bias = self.sd.conv_bn(conv, bn)
         kernel = weight.shape[2]
         pad = (kernel // 2) * dilation if pad is None else pad
-        inputs = [x, self.g.const("W", weight)] + ([] if bias is None else [self.g.const("B", bias)])
-        y = self.g.node(
-            "Conv",
-            inputs,
-            "conv",
-            kernel_shape=list(weight.shape[2:]),
-            strides=[stride, stride],
-            pads=[pad] * 4,
-            dilations=[dilation, dilation],
-            group=self.channels[x] // weight.shape[1],
-        )
+        groups = self.channels[x] // weight.shape[1]
+        y = self.g.conv(x, weight, bias, stride=stride, pads=pad, group=groups, dilation=dilation)
         self.channels[y] = weight.shape[0]
         return self.relu(y) if relu else y
 
