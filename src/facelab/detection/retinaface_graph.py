@@ -177,24 +177,12 @@ class _Net:
     def upsample_to(self, x: str, like: str) -> str:
         """Nearest-neighbour resize of ``x`` to the spatial size of ``like`` (torch's ``interpolate(size=...)``)."""
         g = self.g
-        head = g.node(
-            "Slice",
-            [
-                g.node("Shape", [x], "shape"),
-                g.const("s0", np.array([0], np.int64)),
-                g.const("s2", np.array([2], np.int64)),
-            ],
-            "nc",
-        )
-        tail = g.node(
-            "Slice",
-            [
-                g.node("Shape", [like], "shape"),
-                g.const("s2", np.array([2], np.int64)),
-                g.const("s4", np.array([4], np.int64)),
-            ],
-            "hw",
-        )
+
+        def dims(t: str, start: int, end: int, prefix: str) -> str:  # Shape(t)[start:end]
+            bounds = [g.const(f"s{i}", np.array([i], np.int64)) for i in (start, end)]
+            return g.node("Slice", [g.node("Shape", [t], "shape"), *bounds], prefix)
+
+        head, tail = dims(x, 0, 2, "nc"), dims(like, 2, 4, "hw")
         sizes = g.node("Concat", [head, tail], "sizes", axis=0)
         y = g.node(
             "Resize",
