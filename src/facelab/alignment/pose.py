@@ -22,7 +22,6 @@ a ``.npy`` file, or text with 68 rows of ``x y z``.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import math
@@ -85,15 +84,11 @@ def find_meanshape(path: str | os.PathLike | None = None) -> Path | None:
             if not candidate.is_file():
                 raise ModelError(f"mean shape file given by {what} not found: {candidate}")
             return candidate
-    try:
-        spec = importlib.util.find_spec("insightface")
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "data" / "objects" / "meanshape_68.pkl"
-        if candidate.is_file():
-            return candidate
-    return None
+    from facelab.io.samples import package_dir
+
+    folder = package_dir("insightface")
+    candidate = None if folder is None else folder / "data" / "objects" / "meanshape_68.pkl"
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def load_meanshape(path: str | os.PathLike | None = None) -> np.ndarray | None:

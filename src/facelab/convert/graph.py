@@ -93,13 +93,15 @@ class GraphBuilder:
         pads: int | tuple[int, int] = 0,
         group: int = 1,
         prefix: str = "conv",
+        dilation: int = 1,
     ) -> str:
-        """``Conv`` with ``weight`` ``(out, in / group, kh, kw)``, symmetric padding ``pads`` (y, x)."""
+        """``Conv`` with ``weight`` ``(out, in / group, kh, kw)``, symmetric padding ``pads`` (y, x), ``dilation``."""
         sy, sx = (stride, stride) if isinstance(stride, int) else stride
         py, px = (pads, pads) if isinstance(pads, int) else pads
         inputs = [x, self.const(prefix + "_W", np.asarray(weight, np.float32))]
         if bias is not None:
             inputs.append(self.const(prefix + "_B", np.asarray(bias, np.float32)))
+        attrs = {} if dilation == 1 else {"dilations": [dilation, dilation]}
         return self.node(
             "Conv",
             inputs,
@@ -108,6 +110,7 @@ class GraphBuilder:
             strides=[sy, sx],
             pads=[py, px, py, px],
             group=group,
+            **attrs,
         )
 
     def gemm(self, x: str, weight_in_out: np.ndarray, bias: np.ndarray | None = None, prefix: str = "fc") -> str:

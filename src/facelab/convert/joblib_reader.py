@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from facelab.convert.cache import read_source
 from facelab.convert.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, resolve_global
-from facelab.errors import ModelError, ModelNotFoundError
+from facelab.errors import ModelError
 
 __all__ = ["JOBLIB_GLOBALS", "decompress_joblib", "load_joblib", "read_joblib_file"]
 
@@ -180,13 +181,4 @@ def read_joblib_file(path: str | Path) -> Any:
         ModelNotFoundError: the file does not exist.
         ModelError: it cannot be read or decoded.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ModelNotFoundError(f"joblib file not found: {file}")
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read {file}: {exc}") from exc
-    if not data:
-        raise ModelError(f"{file}: the file is empty")
-    return load_joblib(data, str(file))
+    return load_joblib(*read_source(path, "joblib file"))

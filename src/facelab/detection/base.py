@@ -48,6 +48,7 @@ __all__ = [
     "normalize_sizes",
     "parse_rotations",
     "unrotate_detections",
+    "unrotate_points",
     "ROTATIONS",
 ]
 
@@ -145,8 +146,18 @@ def parse_rotations(value: Any) -> tuple[int, ...]:
     return tuple((4 - a // 90) % 4 for a in dict.fromkeys(angles))
 
 
-def _unrotate(points: np.ndarray, k: int, height: int, width: int) -> np.ndarray:
-    """Points found in ``np.rot90(image, k)`` → the image's frame (continuous pixel coordinates)."""
+def unrotate_points(points: np.ndarray, k: int, height: float, width: float) -> np.ndarray:
+    """Points found in ``np.rot90(image, k)`` → the image's frame (continuous pixel coordinates).
+
+    Args:
+        points: ``(..., 2)`` ``(x, y)`` in the turned image.
+        k: counter-clockwise quarter turns that produced it (``np.rot90``'s ``k``).
+        height: the unturned image's height (1 for coordinates normalised to a square's side).
+        width: its width.
+
+    Returns:
+        ``(..., 2)`` ``(x, y)`` in the unturned image.
+    """
     x, y = points[..., 0], points[..., 1]
     k %= 4
     if k == 1:
@@ -168,9 +179,9 @@ def unrotate_detections(dets: Detections, k: int, shape: Sequence[int]) -> Detec
         return dets
     h, w = int(shape[0]), int(shape[1])
     b = dets.boxes.astype(np.float64)
-    corners = _unrotate(np.stack([b[:, :2], b[:, 2:]], axis=1), k, h, w)
+    corners = unrotate_points(np.stack([b[:, :2], b[:, 2:]], axis=1), k, h, w)
     boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-    kps = None if dets.kps is None else _unrotate(dets.kps.astype(np.float64), k, h, w)
+    kps = None if dets.kps is None else unrotate_points(dets.kps.astype(np.float64), k, h, w)
     return Detections(boxes, dets.scores, kps)
 
 

@@ -141,17 +141,8 @@ class _Net:
             weight, bias = self.sd.conv_bn(conv, bn)
         kernel = weight.shape[2]
         pad = (kernel // 2) * dilation if pad is None else pad
-        inputs = [x, self.g.const("W", weight)] + ([] if bias is None else [self.g.const("B", bias)])
-        y = self.g.node(
-            "Conv",
-            inputs,
-            "conv",
-            kernel_shape=list(weight.shape[2:]),
-            strides=[stride, stride],
-            pads=[pad] * 4,
-            dilations=[dilation, dilation],
-            group=self.channels[x] // weight.shape[1],
-        )
+        groups = self.channels[x] // weight.shape[1]
+        y = self.g.conv(x, weight, bias, stride=stride, pads=pad, group=groups, dilation=dilation)
         self.channels[y] = weight.shape[0]
         return self.relu(y) if relu else y
 
@@ -186,24 +177,12 @@ class _Net:
     def upsample_to(self, x: str, like: str) -> str:
         """Nearest-neighbour resize of ``x`` to the spatial size of ``like`` (torch's ``interpolate(size=...)``)."""
         g = self.g
-        head = g.node(
-            "Slice",
-            [
-                g.node("Shape", [x], "shape"),
-                g.const("s0", np.array([0], np.int64)),
-                g.const("s2", np.array([2], np.int64)),
-            ],
-            "nc",
-        )
-        tail = g.node(
-            "Slice",
-            [
-                g.node("Shape", [like], "shape"),
-                g.const("s2", np.array([2], np.int64)),
-                g.const("s4", np.array([4], np.int64)),
-            ],
-            "hw",
-        )
+
+        def dims(t: str, start: int, end: int, prefix: str) -> str:  # Shape(t)[start:end]
+            bounds = [g.const(f"s{i}", np.array([i], np.int64)) for i in (start, end)]
+            return g.node("Slice", [g.node("Shape", [t], "shape"), *bounds], prefix)
+
+        head, tail = dims(x, 0, 2, "nc"), dims(like, 2, 4, "hw")
         sizes = g.node("Concat", [head, tail], "sizes", axis=0)
         y = g.node(
             "Resize",

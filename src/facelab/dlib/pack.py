@@ -551,7 +551,7 @@ def open_pack_card() -> PackCard:
     empty because they are generated locally from the installed data package (whose source
     ``.dat`` hashes the converter's own card records).
     """
-    from facelab.mtcnn.detector import OPEN_PACK_OPTIONS
+    from facelab.mtcnn.detector import MTCNN_NORMALIZATION, OPEN_PACK_OPTIONS
     from facelab.mtcnn.fused import FUSED_FILES
     from facelab.zoo.card import FileSpec, ModelCard, PackCard
 
@@ -566,9 +566,9 @@ def open_pack_card() -> PackCard:
         files=tuple(FileSpec(name) for name in FUSED_FILES),
         license="MIT AND CC0-1.0",
         urls=(_MTCNN_SOURCE_URL, _SOURCE_URL),
-        color_order="RGB",
-        mean=(127.5, 127.5, 127.5),
-        std=(128.0, 128.0, 128.0),
+        color_order=MTCNN_NORMALIZATION.color_order,
+        mean=MTCNN_NORMALIZATION.mean,
+        std=MTCNN_NORMALIZATION.std,
         source_url=_MTCNN_SOURCE_URL,
         paper=(
             "K. Zhang et al., Joint Face Detection and Alignment using Multi-task Cascaded CNNs, SPL 2016; "

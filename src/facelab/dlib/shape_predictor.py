@@ -20,6 +20,7 @@ The numpy evaluator (:func:`predict`) follows dlib's ``shape_predictor::operator
 
 from __future__ import annotations
 
+import io
 import logging
 import weakref
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.convert.cache import atomic_write
 from facelab.convert.dlib_reader import DlibReader, compose_floats, read_model_bytes
 from facelab.errors import ConfigError, ImageError, ModelError
 
@@ -259,9 +261,6 @@ def _cache_file(folder: Path, source_sha: str) -> Path:
 
 def _save_cache(model: ShapePredictorModel, path: Path) -> None:
     """Store the model as stacked arrays (only when every level has trees of one shape)."""
-    import os
-    import tempfile
-
     shapes = {(len(f), t.num_splits, t.num_leaves) for f in model.forests for t in f}
     pools = {a.shape[0] for a in model.anchor_idx}
     if len(shapes) != 1 or len(pools) != 1:
@@ -275,15 +274,9 @@ def _save_cache(model: ShapePredictorModel, path: Path) -> None:
         "anchor_idx": np.stack(model.anchor_idx),
         "deltas": np.stack(model.deltas),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
 
 
 def _load_cache(path: Path, source: str) -> ShapePredictorModel | None:

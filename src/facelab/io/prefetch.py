@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.errors import ImageError
-from facelab.io.image import load_image
+from facelab.io.image import _decode, _max_pixels, load_image
 
 __all__ = ["Decoded", "iter_decoded", "load_decoded"]
 
@@ -33,23 +34,29 @@ class Decoded:
     stat: os.stat_result | None = None
 
 
-def _hash(path: Path) -> tuple[str | None, os.stat_result | None]:
+def _read(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """The file's bytes and its ``os.stat`` taken just before reading, or ``None`` when it cannot be read."""
     try:
         st = os.stat(path)
-        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest(), st
+            return fh.read(), st
     except OSError:
-        return None, None
+        return None
 
 
 def load_decoded(path: Path, max_pixels: int | None = None, digest: bool = False) -> Decoded:
-    """Decode one file into a :class:`Decoded` (never raises for a bad file; see :func:`iter_decoded`)."""
-    sha, st = _hash(path) if digest else (None, None)
+    """Decode one file into a :class:`Decoded` (never raises for a bad file; see :func:`iter_decoded`).
+
+    With ``digest`` the file is read once: the hash and the image come from the same bytes.
+    """
+    read = _read(path) if digest else None
+    sha, st = (hashlib.sha256(read[0]).hexdigest(), read[1]) if read is not None else (None, None)
     try:
-        return Decoded(path, load_image(path, max_pixels=max_pixels), sha256=sha, stat=st)
+        if read is not None and read[0]:
+            image = _decode(io.BytesIO(read[0]), str(path), _max_pixels(max_pixels))
+        else:  # load_image opens the file itself and names what is wrong with it
+            image = load_image(path, max_pixels=max_pixels)
+        return Decoded(path, image, sha256=sha, stat=st)
     except ImageError as exc:
         return Decoded(path, None, str(exc), sha, st)
     except MemoryError:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facelab.errors import ImageError
 
-__all__ = ["SAMPLES", "SAMPLE_PREFIX", "sample_path"]
+__all__ = ["SAMPLES", "SAMPLE_PREFIX", "sample_path", "package_dir"]
 
 SAMPLE_PREFIX = "sample:"
 
@@ -27,6 +27,24 @@ SAMPLES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (its ``__init__`` does not run).
+
+    Args:
+        package: the import name (``"skimage"``, ``"face_recognition_models"``, ``"mtcnn"``, ...).
+
+    Returns:
+        The package's folder (the first of a namespace package's), or ``None`` when it is not installed.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def sample_path(name: str) -> Path:
     """Path of the sample photo ``name`` (with or without the ``sample:`` prefix).
 
@@ -38,10 +56,10 @@ def sample_path(name: str) -> Path:
     if key not in SAMPLES:
         raise ImageError(f"unknown sample image {key!r}; known: {', '.join(sorted(SAMPLES))}")
     package, relative, _ = SAMPLES[key]
-    spec = importlib.util.find_spec(package)  # locate without importing the package
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(package)
+    if folder is None:
         raise ImageError(f"sample image {key!r} ships with the {package} package: pip install {package}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    path = folder / relative
     if not path.is_file():
         raise ImageError(f"sample image {key!r} not found at {path} (this {package} version lacks it)")
     return path

@@ -147,15 +147,6 @@ class LivenessModel:
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _check_boxes(boxes: Any) -> np.ndarray:
-    arr = np.asarray(boxes, dtype=np.float32)
-    if arr.size == 0:
-        return np.zeros((0, 4), np.float32)
-    if arr.ndim != 2 or arr.shape[1] < 4:
-        raise ConfigError(f"boxes must have shape (N, 4), got {arr.shape}")
-    return arr
-
-
 def _model_from_card(
     card: ModelCard, path: str | os.PathLike, runtime: RuntimeOptions | None, home: str | os.PathLike | None
 ) -> LivenessModel:
@@ -241,8 +232,8 @@ class LivenessRunner:
             model, and boxes per image.
         """
         imgs, boxes = pair_images(images, boxes_per_image)
-        boxes = [_check_boxes(b) for b in boxes]
-        counts = [len(b) for b in boxes]
+        boxes = [np.asarray(b, dtype=np.float64) for b in boxes]  # silentface_crops checks their shape
+        counts = [len(b) if b.size else 0 for b in boxes]
         per_model = []
         for model in self.models:
             crops = silentface_crops(imgs, boxes, model.crop_scale, model.input_size)

@@ -30,7 +30,6 @@ source package) through :func:`facelab.convert.cached_conversion`.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from facelab.convert.cache import cached_conversion
+from facelab.convert.cache import cached_conversion, read_source
 from facelab.convert.graph import GraphBuilder
 from facelab.convert.joblib_reader import load_joblib
 from facelab.errors import ModelError, ModelNotFoundError
+from facelab.io.samples import package_dir
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -120,13 +120,13 @@ def weights_path(network: str) -> Path:
     """
     if network not in NETWORKS:
         raise ModelNotFoundError(f"unknown MTCNN network {network!r}; expected one of {NETWORKS}")
-    spec = importlib.util.find_spec("mtcnn")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("mtcnn")
+    if folder is None:
         raise ModelNotFoundError(
             "the MTCNN weights come from the PyPI package mtcnn==1.0.0, which is not installed; install it with: "
             "pip install 'facelab[open]' (or pip install mtcnn==1.0.0; TensorFlow is not needed)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "weights" / f"{network}.lz4"
+    path = folder / "assets" / "weights" / f"{network}.lz4"
     if not path.is_file():
         raise ModelNotFoundError(f"{path.name} is missing from the installed mtcnn package ({path})")
     return path
@@ -283,12 +283,7 @@ def convert_cached(home: str | Path | None = None, sources: dict[str, str | Path
     cards: dict[str, dict[str, Any]] = {}
     for network in NETWORKS:
         src = Path(sources[network]) if sources and network in sources else weights_path(network)
-        if not src.is_file():
-            raise ModelNotFoundError(f"MTCNN {network} weights not found: {src}")
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"cannot read {src}: {exc}") from exc
+        data, _ = read_source(src, f"MTCNN {network} weights")
         sha = hashlib.sha256(data).hexdigest()
 
         def build(onnx_name: str, data: bytes = data, network: str = network, src: Path = src, sha: str = sha):

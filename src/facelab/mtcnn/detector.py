@@ -405,6 +405,10 @@ class MTCNN(Detector):
         return f"MTCNN({self._label}, {self.options}, det_thresh={self.det_thresh})"
 
 
+_MEAN = np.asarray(MTCNN_NORMALIZATION.mean, np.float32)
+_STD = np.asarray(MTCNN_NORMALIZATION.std, np.float32)
+
+
 def _normalize(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` ``uint8`` BGR → ``float32`` RGB ``(pixel - 127.5) / 128`` (exact in float32)."""
-    return (image[:, :, ::-1].astype(np.float32) - np.float32(127.5)) / np.float32(128.0)
+    """``(H, W, 3)`` ``uint8`` BGR → ``float32`` RGB ``(pixel - 127.5) / 128`` (:data:`MTCNN_NORMALIZATION`, HWC)."""
+    return (image[:, :, ::-1].astype(np.float32) - _MEAN) / _STD

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from facelab.detection.base import Detector, register_detector
+from facelab.detection.base import Detector, register_detector, unrotate_points
 from facelab.errors import ConfigError, ModelError
 from facelab.mtcnn import processing as P
 from facelab.mtcnn.detector import MTCNN, MTCNN_FILES, _normalize
@@ -59,17 +59,7 @@ def rotate_points_in_square(points: np.ndarray, k: int) -> np.ndarray:
         >>> rotate_points_in_square(np.array([[0.25, 0.0]]), 1).tolist()  # top edge of the turned square
         [[1.0, 0.25]]
     """
-    u, v = points[..., 0], points[..., 1]
-    k = int(k) % 4
-    if k == 0:
-        pair = (u, v)
-    elif k == 1:
-        pair = (1.0 - v, u)
-    elif k == 2:
-        pair = (1.0 - u, 1.0 - v)
-    else:
-        pair = (v, 1.0 - u)
-    return np.stack(pair, axis=-1)
+    return unrotate_points(points, int(k), 1.0, 1.0)
 
 
 @register_detector("mtcnn_mmod")

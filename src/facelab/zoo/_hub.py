@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
+from facelab.convert.cache import atomic_write
 from facelab.errors import ChecksumError, DownloadError, ModelNotFoundError
 from facelab.version import __version__
 from facelab.zoo.card import FileSpec, PackCard
@@ -141,16 +142,7 @@ def record_sha256(path: str | os.PathLike, digest: str, home: str | os.PathLike 
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,15 @@ import numpy as np
 
 from facelab.compat.insightface.app.common import Face
 from facelab.compat.insightface.model_zoo.model_zoo import DEFAULT_ROOT, check_kwargs, runtime_options, wrap_runner
+from facelab.detection.scrfd import DEFAULT_DET_SIZES as _SCRFD_AUTO_SIZES
 from facelab.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["FaceAnalysis", "DEFAULT_DET_SIZES", "resolve_insightface_pack"]
 
 _logger = logging.getLogger(__name__)
 
-#: InsightFace 2.1's Auto detector sizes ``(width, height)``.
-DEFAULT_DET_SIZES = [(128, 128), (640, 640)]
+#: InsightFace 2.1's Auto detector sizes ``(width, height)`` (facelab's SCRFD default).
+DEFAULT_DET_SIZES = list(_SCRFD_AUTO_SIZES)
 
 #: InsightFace task names ``allowed_modules`` takes, mapped to facelab's module names.
 _MODULES = {

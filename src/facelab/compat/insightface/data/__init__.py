@@ -15,7 +15,6 @@ and otherwise raises :class:`~facelab.errors.ImageError` saying so and how to pa
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ImageError, ModelNotFoundError
+from facelab.io.samples import package_dir
 
 __all__ = ["get_image", "get_object", "SAMPLE_IMAGES_ENV", "INSIGHTFACE_SAMPLES"]
 
@@ -37,15 +37,9 @@ _CACHE: dict[tuple[str, bool], np.ndarray] = {}
 
 
 def _installed_insightface_dir(*parts: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec("insightface")
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        folder = Path(location).joinpath("data", *parts)
-        if folder.is_dir():
-            return folder
-    return None
+    root = package_dir("insightface")
+    folder = None if root is None else root.joinpath("data", *parts)
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def _find_image(name: str) -> Path | None:

@@ -10,6 +10,7 @@ import numpy as np
 from facelab.compat.insightface.model_zoo._base import Model
 from facelab.runtime.session import RuntimeOptions
 from facelab.structures import Face as FacelabFace
+from facelab.structures import fill_faces
 from facelab.zoo.card import ModelCard
 
 __all__ = ["Landmark"]
@@ -48,12 +49,7 @@ class Landmark(Model):
             ``(lmk_num, lmk_dim)`` ``float32`` points in image pixels.
         """
         analysed = FacelabFace(bbox=np.asarray(face.bbox, np.float32), score=1.0)
-        values = self.runner.predict_detections([img], [self._detections(face)])[0]
-        for name, column in values.items():
-            if name in ("landmark_2d_106", "landmark_3d_68", "pose"):
-                setattr(analysed, name, column[0])
-            else:
-                analysed.attributes[name] = column[0]
+        fill_faces([[analysed]], self.runner.predict_detections([img], [self._detections(face)]))
         self.store(face, analysed)
         return face.get(self.taskname) if self.taskname in face else face.get("dlib_shape_5")
 
