@@ -182,14 +182,8 @@ class PostgresStore(GalleryStore):
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        try:
-            with self._con.cursor() as cur:
-                cur.executemany(self._sql(sql), [tuple(r) for r in rows])
-        except self._psycopg.Error as exc:
-            wrapped = self._wrap_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        with self._con.cursor() as cur:
+            cur.executemany(self._sql(sql), [tuple(r) for r in rows])
 
     def _begin(self, write: bool) -> None:
         self._con.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -222,17 +216,11 @@ class PostgresStore(GalleryStore):
             ).fetchall()
         ]
         full = [(fid, *row) for fid, row in zip(ids, rows)]
-        try:
-            with self._con.cursor() as cur:
-                if len(full) >= 256:
-                    self._copy_faces(cur, full)
-                else:
-                    cur.executemany(_INSERT_FACE, full)
-        except self._psycopg.Error as exc:
-            wrapped = self._wrap_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        with self._con.cursor() as cur:
+            if len(full) >= 256:
+                self._copy_faces(cur, full)
+            else:
+                cur.executemany(_INSERT_FACE, full)
         return ids
 
     def _copy_faces(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:

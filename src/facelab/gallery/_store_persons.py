@@ -234,7 +234,7 @@ class PersonsSQL:
             if missing:
                 raise GalleryNotFoundError(f"faces {sorted(missing)[:10]} are not in collection {cid}")
             now = time.time()
-            self._executemany(
+            self._xm(
                 "INSERT INTO face_links (collection_id, face_a, face_b, kind, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
                 [(cid, a, b, kind, now) for a, b in rows],

@@ -1,7 +1,7 @@
 """The SQL for faces and images, shared by every gallery backend (persons and links: ``_store_persons``).
 
 :class:`RecordsSQL` is a mixin of :class:`facelab.gallery.store.GalleryStore`: it relies on the
-store's plumbing (``_x``, ``_one``, ``_all``, ``_executemany``, ``transaction``, ``_touch``) and
+store's plumbing (``_x``, ``_xm``, ``_call``, ``_one``, ``_all``, ``transaction``, ``_touch``) and
 backend hooks (``_encode_vector``, ``_decode_vectors``, ``_insert_faces``). Queries use ``?``
 placeholders; every value is a bound parameter.
 """
@@ -165,7 +165,7 @@ class RecordsSQL:
                 self._face_row(coll.id, f, vec, None if f.image_key is None else image_ids[f.image_key], now)
                 for f, vec in zip(faces, vecs)
             ]
-            ids = self._insert_faces(rows)
+            ids = self._call(self._insert_faces, rows)
             self._touch(coll.id)
         return ids
 
@@ -278,7 +278,7 @@ class RecordsSQL:
             have = self._ids_in(cid, "faces", faces)
             if faces - have:
                 raise GalleryNotFoundError(f"faces {sorted(faces - have)[:10]} are not in collection {cid}")
-            self._executemany(
+            self._xm(
                 "UPDATE faces SET person_id = ?, assigned_by = ? WHERE id = ?",
                 [(p, None if p is None else assigned_by, f) for f, p in pairs],
             )
