@@ -40,6 +40,17 @@ def _rows_per_fetch(dim: int) -> int:
     return max(1024, min(65536, _FETCH_BYTES // (4 * max(dim, 1))))
 
 
+#: Most values bound in one ``IN (...)`` list.
+_IN_CHUNK = 500
+
+
+def in_chunks(values: Sequence[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in runs of at most :data:`_IN_CHUNK`, each with its ``?,?,...`` placeholder list."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[start : start + _IN_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _batches(cursor: Any, rows: int) -> Iterator[list[Any]]:
     """``cursor.fetchmany(rows)`` until the result is exhausted."""
     while True:
@@ -218,10 +229,8 @@ class RecordsSQL:
             return self._faces_where("f.image_id = ?", (int(image_id),), with_embeddings)
         if face_ids is not None:
             out: list[FaceRecord] = []
-            ids = [int(i) for i in face_ids]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                out += self._faces_where(f"f.id IN ({','.join('?' * len(chunk))})", chunk, with_embeddings)
+            for chunk, marks in in_chunks([int(i) for i in face_ids]):
+                out += self._faces_where(f"f.id IN ({marks})", chunk, with_embeddings)
             return sorted(out, key=lambda f: f.id)
         raise ConfigError("faces(): give person_id, image_id or face_ids")
 
@@ -237,9 +246,7 @@ class RecordsSQL:
         ids = sorted({int(i) for i in face_ids})
         gone: list[int] = []
         with self.transaction():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(ids):
                 for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE id IN ({marks})", chunk):
                     self._touch(cid)
                     gone.append(int(fid))
@@ -287,13 +294,8 @@ class RecordsSQL:
 
     def _ids_in(self, cid: int, table: str, ids: set[int]) -> set[int]:
         found: set[int] = set()
-        items = sorted(ids)
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
-            rows = self._all(
-                f"SELECT id FROM {table} WHERE collection_id = ? AND id IN ({','.join('?' * len(chunk))})",
-                [cid, *chunk],
-            )
+        for chunk, marks in in_chunks(sorted(ids)):
+            rows = self._all(f"SELECT id FROM {table} WHERE collection_id = ? AND id IN ({marks})", [cid, *chunk])
             found.update(int(r[0]) for r in rows)
         return found
 
@@ -372,11 +374,8 @@ class RecordsSQL:
                 sql += " AND status = ?"
                 params.append(status)
             return [self._image(r) for r in self._all(sql + " ORDER BY id", params)]
-        keys = [path_bytes(p) for p in paths]
         out: list[ImageRecord] = []
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks([path_bytes(p) for p in paths]):
             sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE collection_id = ? AND path IN ({marks})"
             out += [self._image(r) for r in self._all(sql, [cid, *chunk])]
         return sorted(out, key=lambda r: r.id)
@@ -445,9 +444,7 @@ class RecordsSQL:
         ids = sorted({int(i) for i in image_ids})
         removed: list[int] = []
         with self.transaction():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(ids):
                 for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE image_id IN ({marks})", chunk):
                     removed.append(int(fid))
                     self._touch(cid)
