@@ -112,6 +112,20 @@ def test_hostile_names_and_metadata_round_trip(url):
         assert len(g.persons()) == len(HOSTILE)
 
 
+def test_person_names_of_many_ids_and_a_missing_one(gallery):
+    coll = _coll(gallery)
+    rows = [(None if i == 3 else f"p{i}", f"x{i}", None) for i in range(600)]  # more ids than one IN list holds
+    ids = gallery.store.add_persons(coll.id, rows)
+    assert gallery.store.person_names(ids[::-1] + ids[:1]) == {pid: row[:2] for pid, row in zip(ids, rows)}
+    other = gallery.store.add_person(gallery.collection("other", create=True).id, "elsewhere")
+    assert gallery.store.person_names([other.id]) == {other.id: ("elsewhere", None)}
+    assert gallery.store.person_names([]) == {}
+    gone = max(ids) + 1000
+    with pytest.raises(GalleryError, match=f"no person with id {gone}"):
+        gallery.store.person_names([ids[1], gone])
+    assert coll.id != other.collection_id
+
+
 def test_search_rules_person_max_ties_and_threshold(gallery, backend):
     rng = np.random.default_rng(1)
     coll = _coll(gallery)

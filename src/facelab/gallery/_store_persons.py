@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
+from facelab.gallery._store_records import in_chunks
 from facelab.gallery.records import LINK_KINDS, PERSON_KINDS, Person, check_text, metadata_json
 
 __all__ = ["PersonsSQL"]
@@ -96,6 +97,22 @@ class PersonsSQL:
         if row is None:
             raise GalleryNotFoundError(f"{self.url}: no person with id {person_id}")
         return self._person(row)
+
+    def person_names(self, person_ids: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
+        """``person id -> (name, external_id)`` for these persons, read in one query per 500 ids.
+
+        Raises:
+            GalleryError: an id names no person.
+        """
+        wanted = sorted({int(i) for i in person_ids})
+        found: dict[int, tuple[str | None, str | None]] = {}
+        for chunk, marks in in_chunks(wanted):
+            for pid, name, ext in self._all(f"SELECT id, name, external_id FROM persons WHERE id IN ({marks})", chunk):
+                found[int(pid)] = (name, ext)
+        missing = [pid for pid in wanted if pid not in found]
+        if missing:
+            raise GalleryNotFoundError(f"{self.url}: no person with id {missing[0]}")
+        return found
 
     def persons(
         self,

@@ -163,13 +163,11 @@ class SearchMixin:
         queries = unit_embeddings(embeddings, coll.contract.dim)
         thr = self.threshold_for(coll, threshold, analyzer)
         raw = self._person_hits(coll, queries, int(k), exact)
-        names = {pid: self.store.person(pid) for pid in {h[0] for hits in raw for h in hits}}
+        names = self.store.person_names(h[0] for hits in raw for h in hits)
         out = []
         for hits in raw:
             matches = [
-                PersonMatch(
-                    pid, names[pid].name, names[pid].external_id, score, fid, None if thr is None else score >= thr
-                )
+                PersonMatch(pid, *names[pid], score, fid, None if thr is None else score >= thr)
                 for pid, fid, score in hits
             ]
             out.append(FaceSearch(None, matches, thr))
