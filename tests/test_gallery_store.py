@@ -126,6 +126,21 @@ def test_person_names_of_many_ids_and_a_missing_one(gallery):
     assert coll.id != other.collection_id
 
 
+def test_faces_with_embeddings_from_collections_of_two_dimensions(gallery):
+    rng = np.random.default_rng(7)
+    small = EmbeddingContract("small_rec.synthetic", "ef" * 32, "facelab-pre-1/small", 8)
+    wide_vecs, small_vecs = _unit(rng, 3), _unit(rng, 2, dim=8)
+    wide_ids = _add(gallery, _coll(gallery), wide_vecs)
+    small_ids = _add(gallery, _coll(gallery, "small", small), small_vecs)
+    got = gallery.store.faces(face_ids=[small_ids[1], wide_ids[2], wide_ids[0], small_ids[0]], with_embeddings=True)
+    assert [f.id for f in got] == sorted([*wide_ids[::2], *small_ids])
+    expected = {wide_ids[0]: wide_vecs[0], wide_ids[2]: wide_vecs[2], small_ids[0]: small_vecs[0],
+                small_ids[1]: small_vecs[1]}  # fmt: skip
+    for face in got:
+        assert face.embedding.shape == expected[face.id].shape
+        np.testing.assert_allclose(face.embedding, expected[face.id], atol=1e-6)
+
+
 def test_search_rules_person_max_ties_and_threshold(gallery, backend):
     rng = np.random.default_rng(1)
     coll = _coll(gallery)

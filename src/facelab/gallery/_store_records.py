@@ -194,14 +194,15 @@ class RecordsSQL:
         rows = self._all(sql, params)
         if not with_embeddings:
             return [self._face(r) for r in rows]
-        if not rows:
-            return []
-        dims = {int(r[1]): self.collection(int(r[1])).contract.dim for r in rows}  # type: ignore[union-attr]
-        out = []
-        for r in rows:
-            vec = self._decode_vectors([r[-1]], dims[int(r[1])])[0]
-            out.append(self._face(r[:-1], vec))
-        return out
+        by_collection: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_collection.setdefault(int(r[1]), []).append(i)
+        vecs: list[np.ndarray | None] = [None] * len(rows)
+        for cid, at in by_collection.items():  # one decode per collection (its dimension), not one per row
+            dim = self.collection(cid).contract.dim  # type: ignore[union-attr]
+            for i, vec in zip(at, self._decode_vectors([rows[i][-1] for i in at], dim)):
+                vecs[i] = vec
+        return [self._face(r[:-1], vec) for r, vec in zip(rows, vecs)]
 
     def face(self, face_id: int, *, with_embedding: bool = False) -> FaceRecord:
         """The face with this id.
