@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from facelab.gallery.contract import contract_of
-from facelab.gallery.enroll import face_crop_jpeg
+from facelab.gallery.enroll import new_face
 from facelab.gallery.records import DEFAULT_COLLECTION, ImageRecord, NewFace, stored_vectors
 from facelab.gallery.store import ImageWrite, path_bytes
 
@@ -130,26 +130,7 @@ def plan_index(
 
 def faces_to_new(image: np.ndarray | None, faces: Sequence[Any], sha256: str | None, save_crops: bool) -> list[NewFace]:
     """Indexed faces (:class:`~facelab.structures.Face`) as store rows (unassigned, ``source="index"``)."""
-    out = []
-    for face in faces:
-        if face.embedding is None:
-            continue
-        crop = face_crop_jpeg(image, face.bbox) if save_crops and image is not None else None
-        q = face.quality
-        out.append(
-            NewFace(
-                face.embedding,
-                source="index",
-                bbox=face.bbox,
-                kps=face.kps,
-                det_score=float(face.score),
-                quality=None if q is None else float(q.score),
-                quality_detail={} if q is None else q.to_dict(),
-                source_sha256=sha256,
-                crop=crop,
-            )  # fmt: skip
-        )
-    return out
+    return [new_face(face, image, sha256, save_crops, source="index") for face in faces if face.embedding is not None]
 
 
 def write_batch(

@@ -466,7 +466,7 @@ def _carry_over(
     lost: list,
 ) -> tuple[list[NewFace], list[NewFace]]:
     """New faces that take over the stored ones (by IoU), and the photo's other new faces."""
-    from facelab.gallery.enroll import face_crop_jpeg
+    from facelab.gallery.enroll import new_face
     from facelab.gallery.indexing import faces_to_new
 
     boxes = (
@@ -481,22 +481,17 @@ def _carry_over(
         if face is None or face.embedding is None:
             lost.append({"face_id": old.id, "path": os.fsdecode(key[1]), "reason": "face not found again"})
             continue
-        q = face.quality
         rows.append(
-            NewFace(
-                face.embedding,
-                person_id=None if old.person_id is None else person_map[old.person_id],
+            new_face(
+                face,
+                image,
+                sha,
+                save_crops,
                 source=old.source,
                 assigned_by=old.assigned_by,
-                bbox=face.bbox,
-                kps=face.kps,
-                det_score=float(face.score),
-                quality=None if q is None else float(q.score),
-                quality_detail={} if q is None else q.to_dict(),
-                source_sha256=sha,
+                person_id=None if old.person_id is None else person_map[old.person_id],
                 source_path=None if key[0] == "image" else Path(os.fsdecode(key[1])),
-                crop=face_crop_jpeg(image, face.bbox) if save_crops else None,
-            )  # fmt: skip
+            )
         )
     taken = set(matched.values())
     extra = (
