@@ -358,6 +358,33 @@ def test_images_with_non_utf8_paths_and_export_import(url, backend, tmp_path):
             export_gallery(g, tmp_path / "export")
 
 
+def test_postgres_ann_person_search_widens_past_one_crowded_person(tmp_path):
+    # Person "crowd" owns the 240 faces nearest to query 0, so the first 40 HNSW hits (ef_search) name one person only
+    # and that query has to widen; query 1 finds its persons at once. Both run in one call.
+    rng = np.random.default_rng(11)
+    q0, q1 = _unit(rng, 2)
+    crowd_vecs = q0 + 0.05 * _unit(rng, 240)
+    crowd_vecs /= np.linalg.norm(crowd_vecs, axis=1, keepdims=True)
+    others_vecs = _unit(rng, 60)
+    with Gallery.open(gallery_url("postgresql", tmp_path), ef_search=40) as g:
+        coll = _coll(g)
+        crowd = g.add_person("crowd")
+        others = [g.add_person(f"o{i}") for i in range(6)]
+        owners = [crowd.id] * 240 + [others[i % 6].id for i in range(60)]
+        vecs = np.concatenate([crowd_vecs, others_vecs]).astype(np.float32)
+        with g.store.transaction():
+            g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
+        got = g.search_embeddings(np.stack([q0, q1]), k=3)
+    owner = np.asarray(owners)
+    for query, res in zip((q0, q1), got):
+        scores = vecs @ query
+        best = {pid: scores[owner == pid].max() for pid in set(owners)}
+        want = sorted(best, key=lambda p: (-best[p], p))[:3]
+        assert [m.person_id for m in res.matches] == want
+        assert [m.score for m in res.matches] == pytest.approx([best[p] for p in want], abs=1e-5)
+    assert got[0].matches[0].person_id == crowd.id
+
+
 def test_postgres_halfvec_index_and_settings(tmp_path):
     url = gallery_url("postgresql", tmp_path)
     rng = np.random.default_rng(7)
