@@ -141,6 +141,23 @@ def test_faces_with_embeddings_from_collections_of_two_dimensions(gallery):
         np.testing.assert_allclose(face.embedding, expected[face.id], atol=1e-6)
 
 
+def test_touch_images_records_new_stats_in_one_call(gallery):
+    coll = _coll(gallery)
+    writes = [ImageWrite(Path(f"/photos/{i}.jpg"), f"{i:02d}" * 32, 100 + i, 1000 + i, 64, 48) for i in range(3)]
+    with gallery.store.transaction():
+        gallery.store.write_images(coll.id, writes)
+    first, second, third = gallery.store.images(coll.id)
+    revision = gallery.store.revision(coll.id)
+    gallery.store.touch_images(coll.id, [(first.id, 7, 70), (third.id, 9, 90)])
+    got = [(i.size, i.mtime_ns, i.sha256) for i in gallery.store.images(coll.id)]
+    assert got == [(7, 70, "00" * 32), (101, 1001, "01" * 32), (9, 90, "02" * 32)]
+    assert gallery.store.revision(coll.id) == revision + 1
+    other = _coll(gallery, "other")
+    with pytest.raises(GalleryError, match=f"no image with id {second.id} in collection {other.id}"):
+        gallery.store.touch_images(other.id, [(second.id, 1, 1)])
+    assert gallery.store.image(second.id).size == 101
+
+
 def test_search_rules_person_max_ties_and_threshold(gallery, backend):
     rng = np.random.default_rng(1)
     coll = _coll(gallery)

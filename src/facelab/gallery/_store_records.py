@@ -433,12 +433,22 @@ class RecordsSQL:
             self._touch(cid)
         return added, removed
 
-    def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
-        """Record a new ``stat`` for an image whose content hash did not change."""
+    def touch_images(self, collection_id: int, stats: Sequence[tuple[int, int, int]]) -> None:
+        """Record new ``stat`` values ``(image id, size, mtime_ns)`` for images whose content hash did not change.
+
+        Raises:
+            GalleryError: an image is not in the collection.
+        """
+        if not stats:
+            return
+        cid = int(collection_id)
+        rows = [(int(size), int(mtime_ns), int(iid)) for iid, size, mtime_ns in stats]
         with self.transaction():
-            image = self.image(image_id)
-            self._x("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", (int(size), int(mtime_ns), image.id))
-            self._touch(image.collection_id)
+            missing = sorted({r[2] for r in rows} - self._ids_in(cid, "images", {r[2] for r in rows}))
+            if missing:
+                raise GalleryNotFoundError(f"{self.url}: no image with id {missing[0]} in collection {cid}")
+            self._xm("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", rows)
+            self._touch(cid)
 
     def delete_images(self, image_ids: Sequence[int]) -> list[int]:
         """Forget images and their faces; returns the removed face ids."""

@@ -181,8 +181,7 @@ def write_batch(
     store = gallery.store
     with store.transaction() as tx:
         added, removed = store.write_images(collection_id, writes) if writes else ([], [])
-        for image_id, size, mtime_ns in touches:
-            store.touch_image(image_id, size, mtime_ns)
+        store.touch_images(collection_id, touches)
     if added or removed:
         emb = stored_vectors([f.embedding for w in writes for f in w.faces])
         new_ids = np.asarray(added, np.int64)
