@@ -35,6 +35,7 @@ from facelab.gallery.contract import contract_of
 from facelab.gallery.records import EmbeddingContract, NewFace
 from facelab.gallery.store import ImageWrite, path_bytes
 from facelab.version import __version__
+from facelab.zoo._hub import sha256_file
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_gallery", "import_gallery", "reembed_collection", "REEMBED_IOU"]
 
@@ -57,14 +58,6 @@ def _pyarrow() -> tuple[Any, Any]:
     except ImportError:
         raise ConfigError('gallery export/import needs pyarrow: pip install "facelab[parquet]"') from None
     return pa, pq
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _schemas(pa: Any) -> dict[str, Any]:
@@ -172,7 +165,7 @@ def export_gallery(gallery: Any, folder: str | os.PathLike, *, collections: list
         "created_at": time.time(),
         "source": store.url,
         "collections": summary,
-        "files": {f"{t}.parquet": {"sha256": _sha256(out / f"{t}.parquet"), "rows": counts[t]} for t in _TABLES},
+        "files": {f"{t}.parquet": {"sha256": sha256_file(out / f"{t}.parquet"), "rows": counts[t]} for t in _TABLES},
     }
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -198,7 +191,7 @@ def _read_export(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str,
         expected = manifest.get("files", {}).get(path.name, {})
         if not path.is_file():
             raise GalleryError(f"{folder}: {path.name} is missing")
-        if expected.get("sha256") != _sha256(path):
+        if expected.get("sha256") != sha256_file(path):
             raise GalleryError(f"{folder}: {path.name} does not match the manifest's SHA-256 (damaged export)")
         tables[table] = pq.read_table(path).to_pylist()
     return manifest, tables
