@@ -112,6 +112,18 @@ def test_hostile_names_and_metadata_round_trip(url):
         assert len(g.persons()) == len(HOSTILE)
 
 
+def test_external_ids_stay_unique_per_collection_on_update(gallery):
+    a = gallery.add_person("a", external_id="ext-a")
+    b = gallery.add_person("b", external_id="ext-b")
+    with pytest.raises(GalleryError, match=f"'ext-a' is already used by person {a.id}"):
+        gallery.update_person(b.id, external_id="ext-a")
+    assert gallery.update_person(a.id, external_id="ext-a").external_id == "ext-a"  # its own id is no conflict
+    assert gallery.update_person(b.id, external_id=None).external_id is None
+    elsewhere = gallery.store.add_person(gallery.collection("other", create=True).id, "c", external_id="ext-a")
+    assert elsewhere.external_id == "ext-a"  # unique per collection only
+    assert gallery.person(b.id).external_id is None
+
+
 def test_person_names_of_many_ids_and_a_missing_one(gallery):
     coll = _coll(gallery)
     rows = [(None if i == 3 else f"p{i}", f"x{i}", None) for i in range(600)]  # more ids than one IN list holds

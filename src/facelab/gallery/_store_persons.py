@@ -72,12 +72,7 @@ class PersonsSQL:
         with self.transaction():
             self.collection(collection_id)
             for name, ext, meta in rows:
-                if ext is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ?", (int(collection_id), ext)
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {ext!r} is already used by person {other[0]}")
+                self._check_external_id(int(collection_id), ext)
                 row = self._x(
                     "INSERT INTO persons (collection_id, name, external_id, kind, metadata, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -86,6 +81,17 @@ class PersonsSQL:
                 ids.append(int(row[0]))
             self._touch(collection_id)
         return ids
+
+    def _check_external_id(self, cid: int, external_id: str | None, owner: int | None = None) -> None:
+        """Raise :class:`GalleryError` when another person than ``owner`` of the collection has ``external_id``."""
+        if external_id is None:
+            return
+        other = self._one(
+            "SELECT id FROM persons WHERE collection_id = ? AND external_id = ? AND id <> ?",
+            (cid, external_id, -1 if owner is None else int(owner)),
+        )
+        if other is not None:
+            raise GalleryError(f"external id {external_id!r} is already used by person {other[0]}")
 
     def person(self, person_id: int) -> Person:
         """The person with this id.
@@ -175,13 +181,7 @@ class PersonsSQL:
                 params.append(check_text(name, "person name"))
             if external_id != "keep":
                 check_text(external_id, "external id")
-                if external_id is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ? AND id <> ?",
-                        (person.collection_id, external_id, person.id),
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {external_id!r} is already used by person {other[0]}")
+                self._check_external_id(person.collection_id, external_id, person.id)
                 sets.append("external_id = ?")
                 params.append(external_id)
             if metadata is not None:
