@@ -170,6 +170,19 @@ def test_touch_images_records_new_stats_in_one_call(gallery):
     assert gallery.store.image(second.id).size == 101
 
 
+def test_faces_of_many_persons_in_one_call(gallery):
+    rng = np.random.default_rng(8)
+    coll = _coll(gallery)
+    people = [gallery.add_person(f"p{i}") for i in range(3)]
+    owned = {p.id: _add(gallery, coll, _unit(rng, 2), p.id) for p in people}
+    _add(gallery, coll, _unit(rng, 1))  # unassigned: nobody's
+    got = gallery.store.faces(person_ids=[people[2].id, people[0].id, people[2].id])
+    assert [(f.id, f.person_id) for f in got] == sorted(
+        [(fid, pid) for pid in (people[0].id, people[2].id) for fid in owned[pid]]
+    )
+    assert gallery.store.faces(person_ids=[]) == []
+
+
 def test_search_rules_person_max_ties_and_threshold(gallery, backend):
     rng = np.random.default_rng(1)
     coll = _coll(gallery)

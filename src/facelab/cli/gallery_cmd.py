@@ -278,8 +278,10 @@ def _cmd_people_list(args: argparse.Namespace) -> int:
 
     with _open(args) as gallery:
         people = gallery.persons(args.collection, search=args.search, kind=args.kind)
-        # every person's faces: photo and box (people would rather look than read ids)
-        faces = {p.id: gallery.faces(p.id) for p in people} if args.json else {}
+        # every person's faces: photo and box (people would rather look than read ids), in one read
+        faces: dict[int, list[Any]] = {p.id: [] for p in people}
+        for face in gallery.store.faces(person_ids=list(faces)) if args.json else []:
+            faces[face.person_id].append(face)
         sheets = write_sheets_if_asked(gallery, args)
     if args.json:
         _print_json([{**_person_dict(p), "face_list": [_face_brief(f) for f in faces[p.id]]} for p in people])

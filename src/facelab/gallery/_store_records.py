@@ -221,19 +221,21 @@ class RecordsSQL:
         person_id: int | None = None,
         image_id: int | None = None,
         face_ids: Sequence[int] | None = None,
+        person_ids: Sequence[int] | None = None,
         with_embeddings: bool = False,
     ) -> list[FaceRecord]:
-        """Faces of a person, of an image, or with the given ids (by id)."""
+        """Faces of a person, of an image, with the given ids, or of the given persons (by id)."""
         if person_id is not None:
             return self._faces_where("f.person_id = ?", (int(person_id),), with_embeddings)
         if image_id is not None:
             return self._faces_where("f.image_id = ?", (int(image_id),), with_embeddings)
-        if face_ids is not None:
-            out: list[FaceRecord] = []
-            for chunk, marks in in_chunks([int(i) for i in face_ids]):
-                out += self._faces_where(f"f.id IN ({marks})", chunk, with_embeddings)
-            return sorted(out, key=lambda f: f.id)
-        raise ConfigError("faces(): give person_id, image_id or face_ids")
+        for column, ids in (("f.id", face_ids), ("f.person_id", person_ids)):
+            if ids is not None:
+                out: list[FaceRecord] = []
+                for chunk, marks in in_chunks(sorted({int(i) for i in ids})):
+                    out += self._faces_where(f"{column} IN ({marks})", chunk, with_embeddings)
+                return sorted(out, key=lambda f: f.id)
+        raise ConfigError("faces(): give person_id, image_id, face_ids or person_ids")
 
     def face_crop(self, face_id: int) -> bytes | None:
         """The stored JPEG crop of a face, or ``None``."""
