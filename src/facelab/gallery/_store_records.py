@@ -29,7 +29,7 @@ from facelab.gallery.records import (
     unit_embeddings,
 )
 
-__all__ = ["RecordsSQL", "ImageWrite", "path_bytes"]
+__all__ = ["RecordsSQL", "ImageWrite", "path_bytes", "in_chunks"]
 
 #: Bytes of embeddings fetched per round trip when reading every face of a collection.
 _FETCH_BYTES = 16 << 20

@@ -140,7 +140,9 @@ class GalleryStore(PersonsSQL, RecordsSQL):
 
     Subclasses implement :meth:`_connect_and_migrate`-style setup in their constructor and the
     hooks marked *backend* below; all SQL here uses ``?`` placeholders, which
-    :meth:`_sql` rewrites for the backend's driver.
+    :meth:`_sql` rewrites for the backend's driver. Hooks raise their driver's errors; the shared
+    code calls them through :meth:`_call` (``_x``, ``_xm``), which turns the known ones into
+    :class:`~facelab.errors.GalleryError` (:meth:`_wrap_error`).
 
     Attributes:
         dialect: key of :data:`~facelab.gallery._schema.TYPE_NAMES`.
