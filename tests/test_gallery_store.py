@@ -112,6 +112,77 @@ def test_hostile_names_and_metadata_round_trip(url):
         assert len(g.persons()) == len(HOSTILE)
 
 
+def test_external_ids_stay_unique_per_collection_on_update(gallery):
+    a = gallery.add_person("a", external_id="ext-a")
+    b = gallery.add_person("b", external_id="ext-b")
+    with pytest.raises(GalleryError, match=f"'ext-a' is already used by person {a.id}"):
+        gallery.update_person(b.id, external_id="ext-a")
+    assert gallery.update_person(a.id, external_id="ext-a").external_id == "ext-a"  # its own id is no conflict
+    assert gallery.update_person(b.id, external_id=None).external_id is None
+    elsewhere = gallery.store.add_person(gallery.collection("other", create=True).id, "c", external_id="ext-a")
+    assert elsewhere.external_id == "ext-a"  # unique per collection only
+    assert gallery.person(b.id).external_id is None
+
+
+def test_person_names_of_many_ids_and_a_missing_one(gallery):
+    coll = _coll(gallery)
+    rows = [(None if i == 3 else f"p{i}", f"x{i}", None) for i in range(600)]  # more ids than one IN list holds
+    ids = gallery.store.add_persons(coll.id, rows)
+    assert gallery.store.person_names(ids[::-1] + ids[:1]) == {pid: row[:2] for pid, row in zip(ids, rows)}
+    other = gallery.store.add_person(gallery.collection("other", create=True).id, "elsewhere")
+    assert gallery.store.person_names([other.id]) == {other.id: ("elsewhere", None)}
+    assert gallery.store.person_names([]) == {}
+    gone = max(ids) + 1000
+    with pytest.raises(GalleryError, match=f"no person with id {gone}"):
+        gallery.store.person_names([ids[1], gone])
+    assert coll.id != other.collection_id
+
+
+def test_faces_with_embeddings_from_collections_of_two_dimensions(gallery):
+    rng = np.random.default_rng(7)
+    small = EmbeddingContract("small_rec.synthetic", "ef" * 32, "facelab-pre-1/small", 8)
+    wide_vecs, small_vecs = _unit(rng, 3), _unit(rng, 2, dim=8)
+    wide_ids = _add(gallery, _coll(gallery), wide_vecs)
+    small_ids = _add(gallery, _coll(gallery, "small", small), small_vecs)
+    got = gallery.store.faces(face_ids=[small_ids[1], wide_ids[2], wide_ids[0], small_ids[0]], with_embeddings=True)
+    assert [f.id for f in got] == sorted([*wide_ids[::2], *small_ids])
+    expected = {wide_ids[0]: wide_vecs[0], wide_ids[2]: wide_vecs[2], small_ids[0]: small_vecs[0],
+                small_ids[1]: small_vecs[1]}  # fmt: skip
+    for face in got:
+        assert face.embedding.shape == expected[face.id].shape
+        np.testing.assert_allclose(face.embedding, expected[face.id], atol=1e-6)
+
+
+def test_touch_images_records_new_stats_in_one_call(gallery):
+    coll = _coll(gallery)
+    writes = [ImageWrite(Path(f"/photos/{i}.jpg"), f"{i:02d}" * 32, 100 + i, 1000 + i, 64, 48) for i in range(3)]
+    with gallery.store.transaction():
+        gallery.store.write_images(coll.id, writes)
+    first, second, third = gallery.store.images(coll.id)
+    revision = gallery.store.revision(coll.id)
+    gallery.store.touch_images(coll.id, [(first.id, 7, 70), (third.id, 9, 90)])
+    got = [(i.size, i.mtime_ns, i.sha256) for i in gallery.store.images(coll.id)]
+    assert got == [(7, 70, "00" * 32), (101, 1001, "01" * 32), (9, 90, "02" * 32)]
+    assert gallery.store.revision(coll.id) == revision + 1
+    other = _coll(gallery, "other")
+    with pytest.raises(GalleryError, match=f"no image with id {second.id} in collection {other.id}"):
+        gallery.store.touch_images(other.id, [(second.id, 1, 1)])
+    assert gallery.store.image(second.id).size == 101
+
+
+def test_faces_of_many_persons_in_one_call(gallery):
+    rng = np.random.default_rng(8)
+    coll = _coll(gallery)
+    people = [gallery.add_person(f"p{i}") for i in range(3)]
+    owned = {p.id: _add(gallery, coll, _unit(rng, 2), p.id) for p in people}
+    _add(gallery, coll, _unit(rng, 1))  # unassigned: nobody's
+    got = gallery.store.faces(person_ids=[people[2].id, people[0].id, people[2].id])
+    assert [(f.id, f.person_id) for f in got] == sorted(
+        [(fid, pid) for pid in (people[0].id, people[2].id) for fid in owned[pid]]
+    )
+    assert gallery.store.faces(person_ids=[]) == []
+
+
 def test_search_rules_person_max_ties_and_threshold(gallery, backend):
     rng = np.random.default_rng(1)
     coll = _coll(gallery)
@@ -327,6 +398,33 @@ def test_images_with_non_utf8_paths_and_export_import(url, backend, tmp_path):
     with pytest.raises(GalleryError, match="not empty"):
         with Gallery.open(url) as g:
             export_gallery(g, tmp_path / "export")
+
+
+def test_postgres_ann_person_search_widens_past_one_crowded_person(tmp_path):
+    # Person "crowd" owns the 240 faces nearest to query 0, so the first 40 HNSW hits (ef_search) name one person only
+    # and that query has to widen; query 1 finds its persons at once. Both run in one call.
+    rng = np.random.default_rng(11)
+    q0, q1 = _unit(rng, 2)
+    crowd_vecs = q0 + 0.05 * _unit(rng, 240)
+    crowd_vecs /= np.linalg.norm(crowd_vecs, axis=1, keepdims=True)
+    others_vecs = _unit(rng, 60)
+    with Gallery.open(gallery_url("postgresql", tmp_path), ef_search=40) as g:
+        coll = _coll(g)
+        crowd = g.add_person("crowd")
+        others = [g.add_person(f"o{i}") for i in range(6)]
+        owners = [crowd.id] * 240 + [others[i % 6].id for i in range(60)]
+        vecs = np.concatenate([crowd_vecs, others_vecs]).astype(np.float32)
+        with g.store.transaction():
+            g.store.add_faces(coll.id, [NewFace(v, person_id=o) for v, o in zip(vecs, owners)])
+        got = g.search_embeddings(np.stack([q0, q1]), k=3)
+    owner = np.asarray(owners)
+    for query, res in zip((q0, q1), got):
+        scores = vecs @ query
+        best = {pid: scores[owner == pid].max() for pid in set(owners)}
+        want = sorted(best, key=lambda p: (-best[p], p))[:3]
+        assert [m.person_id for m in res.matches] == want
+        assert [m.score for m in res.matches] == pytest.approx([best[p] for p in want], abs=1e-5)
+    assert got[0].matches[0].person_id == crowd.id
 
 
 def test_postgres_halfvec_index_and_settings(tmp_path):

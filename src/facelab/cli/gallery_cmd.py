@@ -49,6 +49,14 @@ def _open(args: argparse.Namespace) -> Any:
     return Gallery.open(url)
 
 
+def _writable_collection(gallery: Any, args: argparse.Namespace) -> Any:
+    """The ``--collection`` (created when missing); with ``--save-crops`` it keeps face crops from now on."""
+    coll = gallery.collection(args.collection, create=True)
+    if args.save_crops:
+        coll = gallery.store.update_collection(coll.id, save_crops=True)
+    return coll
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, default=str))
 
@@ -83,8 +91,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     failed = 0
     with _open(args) as gallery:
         if args.save_crops:
-            coll = gallery.collection(args.collection, create=True)
-            gallery.store.update_collection(coll.id, save_crops=True)
+            _writable_collection(gallery, args)
         analyzer = None
         if args.people_from_folders:
             from facelab.gallery.enroll import enroll_folders
@@ -199,18 +206,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _similar_photos(gallery: Any, coll: Any, results: list[Any], n: int) -> list[list[dict[str, Any]]]:
-    out = []
-    for res in results:
-        hits = gallery.search_faces(res.face.embedding, k=n, collection=coll.name)[0]
-        records = {f.id: f for f in gallery.store.faces(face_ids=[h.face_id for h in hits])}
-        out.append(
-            [
-                {"face_id": h.face_id, "score": h.score, "person_id": h.person_id,
-                 "path": None if records[h.face_id].source_path is None else str(records[h.face_id].source_path)}
-                for h in hits
-            ]
-        )  # fmt: skip
-    return out
+    if not results:
+        return []
+    # one search for every face of the photo, one read of the faces found
+    found = gallery.search_faces([res.face.embedding for res in results], k=n, collection=coll.name)
+    records = {f.id: f for f in gallery.store.faces(face_ids=sorted({h.face_id for hits in found for h in hits}))}
+    return [
+        [
+            {"face_id": h.face_id, "score": h.score, "person_id": h.person_id,
+             "path": None if records[h.face_id].source_path is None else str(records[h.face_id].source_path)}
+            for h in hits
+        ]
+        for hits in found
+    ]  # fmt: skip
 
 
 # -- facelab people ------------------------------------------------------------------------------
@@ -225,11 +233,8 @@ def _cmd_people_add(args: argparse.Namespace) -> int:
     metadata = _metadata(args.metadata)
     paths = expand_image_inputs(args.images)
     with _open(args) as gallery:
-        if args.save_crops:
-            coll = gallery.collection(args.collection, create=True)
-            gallery.store.update_collection(coll.id, save_crops=True)
         analyzer = _enrol_analyzer(args)
-        coll = gallery.collection(args.collection, create=True)
+        coll = _writable_collection(gallery, args)
         existing = gallery.store.persons(coll.id, name=args.name, kind="named")
         if args.new or not existing:
             target = {"name": args.name, "external_id": args.external_id, "metadata": metadata}
@@ -273,8 +278,10 @@ def _cmd_people_list(args: argparse.Namespace) -> int:
 
     with _open(args) as gallery:
         people = gallery.persons(args.collection, search=args.search, kind=args.kind)
-        # every person's faces: photo and box (people would rather look than read ids)
-        faces = {p.id: gallery.faces(p.id) for p in people} if args.json else {}
+        # every person's faces: photo and box (people would rather look than read ids), in one read
+        faces: dict[int, list[Any]] = {p.id: [] for p in people}
+        for face in gallery.store.faces(person_ids=list(faces)) if args.json else []:
+            faces[face.person_id].append(face)
         sheets = write_sheets_if_asked(gallery, args)
     if args.json:
         _print_json([{**_person_dict(p), "face_list": [_face_brief(f) for f in faces[p.id]]} for p in people])

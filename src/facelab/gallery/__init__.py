@@ -56,8 +56,6 @@ _LAZY = {
     "index_photos_ray": "facelab.gallery.ray_index",
 }
 
-__all__ = sorted(_LAZY)
-
 
 def open_gallery(url: str, **options: Any) -> Any:
     """Open (creating when needed) the gallery at ``url``: same as ``Gallery.open(url, **options)``."""

@@ -142,23 +142,25 @@ def remove_snapshots(folder: Path, stale: Callable[[SnapshotFile], bool]) -> int
     Returns:
         The number of files deleted.
     """
-    removed = 0
-    for item in snapshot_files(folder):
-        if not stale(item):
-            continue
-        try:
-            item.path.unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            _logger.error("cannot delete the index snapshot %s (a copy of face embeddings): %s", item.path, exc)
+    removed = sum(_discard(item.path) for item in snapshot_files(folder) if stale(item))
     if removed:
         try:
             folder.rmdir()  # only when empty
         except OSError:
             pass
     return removed
+
+
+def _discard(path: Path) -> bool:
+    """Delete a snapshot file; whether this call deleted it (missing is fine, a failure is logged as an error)."""
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        _logger.error("cannot delete the index snapshot %s (a copy of face embeddings): %s", path, exc)
+        return False
 
 
 def _modes(db_path: Path) -> tuple[int, int]:
@@ -257,16 +259,6 @@ def read_snapshot(path: Path, expect: dict[str, Any]) -> tuple[np.ndarray, np.nd
     groups = np.frombuffer(mapped, "<i8", count, groups_at)
     rows = np.frombuffer(mapped, dtype, count * dim, rows_at).reshape(count, dim)
     return ids, groups, rows
-
-
-def _discard(path: Path) -> None:
-    """Delete a snapshot file that cannot be used (missing is fine)."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        _logger.error("cannot delete the index snapshot %s (a copy of face embeddings): %s", path, exc)
 
 
 def load_index(store: Any, collection: Any, precision: str, backend: str = "auto") -> tuple[Any, int] | None:

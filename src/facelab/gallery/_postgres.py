@@ -182,14 +182,8 @@ class PostgresStore(GalleryStore):
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        try:
-            with self._con.cursor() as cur:
-                cur.executemany(self._sql(sql), [tuple(r) for r in rows])
-        except self._psycopg.Error as exc:
-            wrapped = self._wrap_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        with self._con.cursor() as cur:
+            cur.executemany(self._sql(sql), [tuple(r) for r in rows])
 
     def _begin(self, write: bool) -> None:
         self._con.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -222,17 +216,11 @@ class PostgresStore(GalleryStore):
             ).fetchall()
         ]
         full = [(fid, *row) for fid, row in zip(ids, rows)]
-        try:
-            with self._con.cursor() as cur:
-                if len(full) >= 256:
-                    self._copy_faces(cur, full)
-                else:
-                    cur.executemany(_INSERT_FACE, full)
-        except self._psycopg.Error as exc:
-            wrapped = self._wrap_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        with self._con.cursor() as cur:
+            if len(full) >= 256:
+                self._copy_faces(cur, full)
+            else:
+                cur.executemany(_INSERT_FACE, full)
         return ids
 
     def _copy_faces(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -358,24 +346,27 @@ class PostgresStore(GalleryStore):
 
         Exact: one ``DISTINCT ON (person_id)`` scan. ANN: the HNSW index gives the ``max(ef_search,
         10·k)`` nearest assigned faces, grouped by person here; the list widens (×4) until it holds
-        ``k`` persons or the collection is exhausted.
+        ``k`` persons or the collection is exhausted. The queries of one width share one read
+        transaction (and its settings).
         """
         cid, dim = int(collection_id), int(dim)
         if not exact:
-            out = []
-            for q in queries:
-                wide = max(self.ef_search, 10 * int(k))
-                while True:  # widen until k persons are found or the collection is exhausted
-                    faces = self.search_faces_db(cid, dim, q[None], wide, exact=False, assigned_only=True)[0]
+            out: list[list[tuple[int, int, float]]] = [[] for _ in queries]
+            pending, wide = list(range(len(queries))), max(self.ef_search, 10 * int(k))
+            while pending:  # widen until k persons are found or the collection is exhausted
+                again = []
+                found = self.search_faces_db(cid, dim, queries[pending], wide, exact=False, assigned_only=True)
+                for i, faces in zip(pending, found):
                     best: dict[int, tuple[int, float]] = {}
                     for fid, pid, score in faces:  # sorted by score desc, face id asc: first seen is the best
                         if pid is not None and pid not in best:
                             best[pid] = (fid, score)
                     if len(best) >= k or len(faces) < wide or wide >= 100_000:
-                        break
-                    wide *= 4
-                ranked = sorted(best.items(), key=lambda item: (-item[1][1], item[0]))[: int(k)]
-                out.append([(pid, fid, score) for pid, (fid, score) in ranked])
+                        ranked = sorted(best.items(), key=lambda item: (-item[1][1], item[0]))[: int(k)]
+                        out[i] = [(pid, fid, score) for pid, (fid, score) in ranked]
+                    else:
+                        again.append(i)
+                pending, wide = again, wide * 4
             return out
         query = (
             "SELECT person_id, id, score FROM ("

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError
-from facelab.gallery.search import ExactIndex, GroupHits, VectorHits, _check_k, _int_array, recall_at_k
+from facelab.gallery.search import ExactIndex, GroupHits, VectorHits, _int_array, _positive_int, recall_at_k
 
 __all__ = ["AnnIndex"]
 
@@ -73,8 +73,7 @@ class AnnIndex:
             ("expansion_search", expansion_search),
             ("group_oversample", group_oversample),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            _positive_int(value, name)
         index_class = _usearch_index_class()
         self._exact = ExactIndex(dim, "fp32")
         self.dim = self._exact.dim
@@ -103,9 +102,7 @@ class AnnIndex:
 
     @expansion_search.setter
     def expansion_search(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"expansion_search must be a positive integer, got {value!r}")
-        self._graph.expansion_search = int(value)
+        self._graph.expansion_search = _positive_int(value, "expansion_search")
 
     @property
     def nbytes(self) -> int:
@@ -173,7 +170,7 @@ class AnnIndex:
     def search(self, queries: Any, k: int) -> list[VectorHits]:
         """Approximate top-k vectors per query (scores: the graph's inner products, float32)."""
         queries = self._exact._check_queries(queries)
-        k = _check_k(k)
+        k = _positive_int(k)
         if len(self) == 0:
             return [VectorHits(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in queries]
         return [VectorHits(ids, scores) for ids, scores in self._ann(queries, min(k, len(self)))]
@@ -181,7 +178,7 @@ class AnnIndex:
     def search_groups(self, queries: Any, k: int) -> list[GroupHits]:
         """Approximate top-k groups per query: the max over the group's vectors the graph returns."""
         queries = self._exact._check_queries(queries)
-        k = _check_k(k)
+        k = _positive_int(k)
         out: list[GroupHits] = []
         for query in queries:
             count = min(len(self), k * self.group_oversample)

@@ -138,13 +138,7 @@ class SQLiteStore(GalleryStore):
         return self._con.execute(sql, tuple(params))
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
-            self._con.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            wrapped = self._wrap_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        self._con.executemany(sql, rows)
 
     def _begin(self, write: bool) -> None:
         self._con.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from facelab.errors import ConfigError, GalleryError, GalleryNotFoundError
+from facelab.gallery._store_records import in_chunks
 from facelab.gallery.records import LINK_KINDS, PERSON_KINDS, Person, check_text, metadata_json
 
 __all__ = ["PersonsSQL"]
@@ -71,12 +72,7 @@ class PersonsSQL:
         with self.transaction():
             self.collection(collection_id)
             for name, ext, meta in rows:
-                if ext is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ?", (int(collection_id), ext)
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {ext!r} is already used by person {other[0]}")
+                self._check_external_id(int(collection_id), ext)
                 row = self._x(
                     "INSERT INTO persons (collection_id, name, external_id, kind, metadata, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -85,6 +81,17 @@ class PersonsSQL:
                 ids.append(int(row[0]))
             self._touch(collection_id)
         return ids
+
+    def _check_external_id(self, cid: int, external_id: str | None, owner: int | None = None) -> None:
+        """Raise :class:`GalleryError` when another person than ``owner`` of the collection has ``external_id``."""
+        if external_id is None:
+            return
+        other = self._one(
+            "SELECT id FROM persons WHERE collection_id = ? AND external_id = ? AND id <> ?",
+            (cid, external_id, -1 if owner is None else int(owner)),
+        )
+        if other is not None:
+            raise GalleryError(f"external id {external_id!r} is already used by person {other[0]}")
 
     def person(self, person_id: int) -> Person:
         """The person with this id.
@@ -96,6 +103,22 @@ class PersonsSQL:
         if row is None:
             raise GalleryNotFoundError(f"{self.url}: no person with id {person_id}")
         return self._person(row)
+
+    def person_names(self, person_ids: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
+        """``person id -> (name, external_id)`` for these persons, read in one query per 500 ids.
+
+        Raises:
+            GalleryError: an id names no person.
+        """
+        wanted = sorted({int(i) for i in person_ids})
+        found: dict[int, tuple[str | None, str | None]] = {}
+        for chunk, marks in in_chunks(wanted):
+            for pid, name, ext in self._all(f"SELECT id, name, external_id FROM persons WHERE id IN ({marks})", chunk):
+                found[int(pid)] = (name, ext)
+        missing = [pid for pid in wanted if pid not in found]
+        if missing:
+            raise GalleryNotFoundError(f"{self.url}: no person with id {missing[0]}")
+        return found
 
     def persons(
         self,
@@ -158,13 +181,7 @@ class PersonsSQL:
                 params.append(check_text(name, "person name"))
             if external_id != "keep":
                 check_text(external_id, "external id")
-                if external_id is not None:
-                    other = self._one(
-                        "SELECT id FROM persons WHERE collection_id = ? AND external_id = ? AND id <> ?",
-                        (person.collection_id, external_id, person.id),
-                    )
-                    if other is not None:
-                        raise GalleryError(f"external id {external_id!r} is already used by person {other[0]}")
+                self._check_external_id(person.collection_id, external_id, person.id)
                 sets.append("external_id = ?")
                 params.append(external_id)
             if metadata is not None:
@@ -234,7 +251,7 @@ class PersonsSQL:
             if missing:
                 raise GalleryNotFoundError(f"faces {sorted(missing)[:10]} are not in collection {cid}")
             now = time.time()
-            self._executemany(
+            self._xm(
                 "INSERT INTO face_links (collection_id, face_a, face_b, kind, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
                 [(cid, a, b, kind, now) for a, b in rows],

@@ -1,7 +1,7 @@
 """The SQL for faces and images, shared by every gallery backend (persons and links: ``_store_persons``).
 
 :class:`RecordsSQL` is a mixin of :class:`facelab.gallery.store.GalleryStore`: it relies on the
-store's plumbing (``_x``, ``_one``, ``_all``, ``_executemany``, ``transaction``, ``_touch``) and
+store's plumbing (``_x``, ``_xm``, ``_call``, ``_one``, ``_all``, ``transaction``, ``_touch``) and
 backend hooks (``_encode_vector``, ``_decode_vectors``, ``_insert_faces``). Queries use ``?``
 placeholders; every value is a bound parameter.
 """
@@ -29,7 +29,7 @@ from facelab.gallery.records import (
     unit_embeddings,
 )
 
-__all__ = ["RecordsSQL", "ImageWrite", "path_bytes"]
+__all__ = ["RecordsSQL", "ImageWrite", "path_bytes", "in_chunks"]
 
 #: Bytes of embeddings fetched per round trip when reading every face of a collection.
 _FETCH_BYTES = 16 << 20
@@ -38,6 +38,17 @@ _FETCH_BYTES = 16 << 20
 def _rows_per_fetch(dim: int) -> int:
     """Rows per ``fetchmany`` for ``dim``-d embeddings: about :data:`_FETCH_BYTES` of them."""
     return max(1024, min(65536, _FETCH_BYTES // (4 * max(dim, 1))))
+
+
+#: Most values bound in one ``IN (...)`` list.
+_IN_CHUNK = 500
+
+
+def in_chunks(values: Sequence[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in runs of at most :data:`_IN_CHUNK`, each with its ``?,?,...`` placeholder list."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[start : start + _IN_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _batches(cursor: Any, rows: int) -> Iterator[list[Any]]:
@@ -165,7 +176,7 @@ class RecordsSQL:
                 self._face_row(coll.id, f, vec, None if f.image_key is None else image_ids[f.image_key], now)
                 for f, vec in zip(faces, vecs)
             ]
-            ids = self._insert_faces(rows)
+            ids = self._call(self._insert_faces, rows)
             self._touch(coll.id)
         return ids
 
@@ -183,14 +194,15 @@ class RecordsSQL:
         rows = self._all(sql, params)
         if not with_embeddings:
             return [self._face(r) for r in rows]
-        if not rows:
-            return []
-        dims = {int(r[1]): self.collection(int(r[1])).contract.dim for r in rows}  # type: ignore[union-attr]
-        out = []
-        for r in rows:
-            vec = self._decode_vectors([r[-1]], dims[int(r[1])])[0]
-            out.append(self._face(r[:-1], vec))
-        return out
+        by_collection: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_collection.setdefault(int(r[1]), []).append(i)
+        vecs: list[np.ndarray | None] = [None] * len(rows)
+        for cid, at in by_collection.items():  # one decode per collection (its dimension), not one per row
+            dim = self.collection(cid).contract.dim  # type: ignore[union-attr]
+            for i, vec in zip(at, self._decode_vectors([rows[i][-1] for i in at], dim)):
+                vecs[i] = vec
+        return [self._face(r[:-1], vec) for r, vec in zip(rows, vecs)]
 
     def face(self, face_id: int, *, with_embedding: bool = False) -> FaceRecord:
         """The face with this id.
@@ -209,21 +221,21 @@ class RecordsSQL:
         person_id: int | None = None,
         image_id: int | None = None,
         face_ids: Sequence[int] | None = None,
+        person_ids: Sequence[int] | None = None,
         with_embeddings: bool = False,
     ) -> list[FaceRecord]:
-        """Faces of a person, of an image, or with the given ids (by id)."""
+        """Faces of a person, of an image, with the given ids, or of the given persons (by id)."""
         if person_id is not None:
             return self._faces_where("f.person_id = ?", (int(person_id),), with_embeddings)
         if image_id is not None:
             return self._faces_where("f.image_id = ?", (int(image_id),), with_embeddings)
-        if face_ids is not None:
-            out: list[FaceRecord] = []
-            ids = [int(i) for i in face_ids]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                out += self._faces_where(f"f.id IN ({','.join('?' * len(chunk))})", chunk, with_embeddings)
-            return sorted(out, key=lambda f: f.id)
-        raise ConfigError("faces(): give person_id, image_id or face_ids")
+        for column, ids in (("f.id", face_ids), ("f.person_id", person_ids)):
+            if ids is not None:
+                out: list[FaceRecord] = []
+                for chunk, marks in in_chunks(sorted({int(i) for i in ids})):
+                    out += self._faces_where(f"{column} IN ({marks})", chunk, with_embeddings)
+                return sorted(out, key=lambda f: f.id)
+        raise ConfigError("faces(): give person_id, image_id, face_ids or person_ids")
 
     def face_crop(self, face_id: int) -> bytes | None:
         """The stored JPEG crop of a face, or ``None``."""
@@ -237,9 +249,7 @@ class RecordsSQL:
         ids = sorted({int(i) for i in face_ids})
         gone: list[int] = []
         with self.transaction():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(ids):
                 for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE id IN ({marks})", chunk):
                     self._touch(cid)
                     gone.append(int(fid))
@@ -278,7 +288,7 @@ class RecordsSQL:
             have = self._ids_in(cid, "faces", faces)
             if faces - have:
                 raise GalleryNotFoundError(f"faces {sorted(faces - have)[:10]} are not in collection {cid}")
-            self._executemany(
+            self._xm(
                 "UPDATE faces SET person_id = ?, assigned_by = ? WHERE id = ?",
                 [(p, None if p is None else assigned_by, f) for f, p in pairs],
             )
@@ -287,13 +297,8 @@ class RecordsSQL:
 
     def _ids_in(self, cid: int, table: str, ids: set[int]) -> set[int]:
         found: set[int] = set()
-        items = sorted(ids)
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
-            rows = self._all(
-                f"SELECT id FROM {table} WHERE collection_id = ? AND id IN ({','.join('?' * len(chunk))})",
-                [cid, *chunk],
-            )
+        for chunk, marks in in_chunks(sorted(ids)):
+            rows = self._all(f"SELECT id FROM {table} WHERE collection_id = ? AND id IN ({marks})", [cid, *chunk])
             found.update(int(r[0]) for r in rows)
         return found
 
@@ -372,11 +377,8 @@ class RecordsSQL:
                 sql += " AND status = ?"
                 params.append(status)
             return [self._image(r) for r in self._all(sql + " ORDER BY id", params)]
-        keys = [path_bytes(p) for p in paths]
         out: list[ImageRecord] = []
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks([path_bytes(p) for p in paths]):
             sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE collection_id = ? AND path IN ({marks})"
             out += [self._image(r) for r in self._all(sql, [cid, *chunk])]
         return sorted(out, key=lambda r: r.id)
@@ -433,21 +435,29 @@ class RecordsSQL:
             self._touch(cid)
         return added, removed
 
-    def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
-        """Record a new ``stat`` for an image whose content hash did not change."""
+    def touch_images(self, collection_id: int, stats: Sequence[tuple[int, int, int]]) -> None:
+        """Record new ``stat`` values ``(image id, size, mtime_ns)`` for images whose content hash did not change.
+
+        Raises:
+            GalleryError: an image is not in the collection.
+        """
+        if not stats:
+            return
+        cid = int(collection_id)
+        rows = [(int(size), int(mtime_ns), int(iid)) for iid, size, mtime_ns in stats]
         with self.transaction():
-            image = self.image(image_id)
-            self._x("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", (int(size), int(mtime_ns), image.id))
-            self._touch(image.collection_id)
+            missing = sorted({r[2] for r in rows} - self._ids_in(cid, "images", {r[2] for r in rows}))
+            if missing:
+                raise GalleryNotFoundError(f"{self.url}: no image with id {missing[0]} in collection {cid}")
+            self._xm("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", rows)
+            self._touch(cid)
 
     def delete_images(self, image_ids: Sequence[int]) -> list[int]:
         """Forget images and their faces; returns the removed face ids."""
         ids = sorted({int(i) for i in image_ids})
         removed: list[int] = []
         with self.transaction():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(ids):
                 for cid, fid in self._all(f"SELECT collection_id, id FROM faces WHERE image_id IN ({marks})", chunk):
                     removed.append(int(fid))
                     self._touch(cid)

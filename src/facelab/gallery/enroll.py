@@ -46,6 +46,7 @@ __all__ = [
     "enroll",
     "enroll_folders",
     "face_crop_jpeg",
+    "new_face",
     "analyzer_liveness",
 ]
 
@@ -149,6 +150,32 @@ def face_crop_jpeg(image: np.ndarray, bbox: np.ndarray, size: int = CROP_SIZE, q
     crop = cv2.resize(image[iy1:iy2, ix1:ix2], (size, size), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return bytes(data) if ok else None
+
+
+def new_face(face: Any, image: np.ndarray | None, sha256: str | None, save_crops: bool, **fields: Any) -> NewFace:
+    """A detected face as a store row: its embedding, box, keypoints, scores, quality and (optionally) crop.
+
+    Args:
+        face: the :class:`~facelab.structures.Face` (with ``embedding`` and, when known, ``quality``).
+        image: the ``(H, W, 3)`` ``uint8`` BGR photo it was found in (for the crop), or ``None``.
+        sha256: the photo file's content hash, or ``None``.
+        save_crops: store a JPEG crop (:func:`face_crop_jpeg`) when ``image`` is given.
+        **fields: other :class:`~facelab.gallery.records.NewFace` fields (``person_id``, ``source``,
+            ``assigned_by``, ``source_path``, or ``embedding`` to store another vector than the face's).
+    """
+    q = face.quality
+    row: dict[str, Any] = {
+        "embedding": face.embedding,
+        "bbox": face.bbox,
+        "kps": face.kps,
+        "det_score": float(face.score),
+        "quality": None if q is None else float(q.score),
+        "quality_detail": {} if q is None else q.to_dict(),
+        "source_sha256": sha256,
+        "crop": face_crop_jpeg(image, face.bbox) if save_crops and image is not None else None,
+    }
+    row.update(fields)
+    return NewFace(**row)
 
 
 def analyzer_liveness(image: np.ndarray, face: Any) -> bool:
@@ -304,12 +331,9 @@ def enroll(
             if rejection is not None:
                 result.rejected.append(rejection)
                 continue
-            crop = face_crop_jpeg(image, face.bbox) if coll.save_crops else None
-            detail = face.quality.to_dict() if face.quality is not None else {}
-            new = NewFace(
-                vec, source="enroll", assigned_by="enroll", bbox=face.bbox, kps=face.kps, det_score=float(face.score),
-                quality=None if face.quality is None else float(face.quality.score), quality_detail=detail,
-                source_sha256=digest, source_path=Path(source) if not source.startswith("<image ") else None, crop=crop,
+            new = new_face(
+                face, image, digest, coll.save_crops, embedding=vec, source="enroll", assigned_by="enroll",
+                source_path=Path(source) if not source.startswith("<image ") else None,
             )  # fmt: skip
             candidates.append((source, new, vec))
     order = {_source_name(item, i): i for i, item in enumerate(images)}

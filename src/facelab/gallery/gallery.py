@@ -393,10 +393,9 @@ class Gallery(SearchMixin):
 
     def delete_faces(self, face_ids: Sequence[int]) -> int:
         """Delete faces by id (their index entries too); returns how many existed."""
-        records = self.store.faces(face_ids=face_ids)
         with self.store.transaction() as tx:
-            gone = np.asarray(self.store.delete_faces([f.id for f in records]), np.int64)
-        for cid in {f.collection_id for f in records}:
+            gone = np.asarray(self.store.delete_faces(face_ids), np.int64)
+        for cid in tx.touched:  # the collections of the faces that existed
             self.committed(tx, cid, lambda index: index.remove(gone))
         self.store.erase_deleted()
         return len(gone)

@@ -28,11 +28,20 @@ from typing import Any
 import numpy as np
 
 from facelab.gallery.contract import contract_of
-from facelab.gallery.enroll import face_crop_jpeg
+from facelab.gallery.enroll import new_face
 from facelab.gallery.records import DEFAULT_COLLECTION, ImageRecord, NewFace, stored_vectors
 from facelab.gallery.store import ImageWrite, path_bytes
 
-__all__ = ["IndexProgress", "IndexReport", "index_photos", "plan_index", "faces_to_new", "write_batch"]
+__all__ = [
+    "IndexProgress",
+    "IndexReport",
+    "index_photos",
+    "plan_index",
+    "same_content",
+    "count_batch",
+    "faces_to_new",
+    "write_batch",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -128,28 +137,37 @@ def plan_index(
     return todo, known, unchanged
 
 
+def same_content(record: ImageRecord | None, sha256: str | None) -> bool:
+    """The image was indexed without error with exactly this content: only its recorded ``stat`` needs refreshing."""
+    return record is not None and sha256 is not None and record.sha256 == sha256 and record.status == "done"
+
+
+def count_batch(
+    report: IndexReport,
+    state: IndexProgress,
+    started: float,
+    progress: Callable[[IndexProgress], None] | None,
+    *,
+    analysed: int,
+    handled: int,
+    added: Sequence[int],
+    removed: Sequence[int],
+) -> None:
+    """Add one written batch to the report and the progress (``handled``: images written or touched), then report it."""
+    report.indexed += analysed
+    report.faces_added += len(added)
+    report.faces_removed += len(removed)
+    state.done += handled
+    state.faces += len(added)
+    state.errors = report.errors
+    state.elapsed = time.perf_counter() - started
+    if progress is not None:
+        progress(state)
+
+
 def faces_to_new(image: np.ndarray | None, faces: Sequence[Any], sha256: str | None, save_crops: bool) -> list[NewFace]:
     """Indexed faces (:class:`~facelab.structures.Face`) as store rows (unassigned, ``source="index"``)."""
-    out = []
-    for face in faces:
-        if face.embedding is None:
-            continue
-        crop = face_crop_jpeg(image, face.bbox) if save_crops and image is not None else None
-        q = face.quality
-        out.append(
-            NewFace(
-                face.embedding,
-                source="index",
-                bbox=face.bbox,
-                kps=face.kps,
-                det_score=float(face.score),
-                quality=None if q is None else float(q.score),
-                quality_detail={} if q is None else q.to_dict(),
-                source_sha256=sha256,
-                crop=crop,
-            )  # fmt: skip
-        )
-    return out
+    return [new_face(face, image, sha256, save_crops, source="index") for face in faces if face.embedding is not None]
 
 
 def write_batch(
@@ -163,8 +181,7 @@ def write_batch(
     store = gallery.store
     with store.transaction() as tx:
         added, removed = store.write_images(collection_id, writes) if writes else ([], [])
-        for image_id, size, mtime_ns in touches:
-            store.touch_image(image_id, size, mtime_ns)
+        store.touch_images(collection_id, touches)
     if added or removed:
         emb = stored_vectors([f.embedding for w in writes for f in w.faces])
         new_ids = np.asarray(added, np.int64)
@@ -281,25 +298,19 @@ def index_photos(
         if not writes and not touches:
             return
         added, removed = write_batch(gallery, coll.id, writes, touches)
-        report.indexed += len(batch)
-        report.faces_added += len(added)
-        report.faces_removed += len(removed)
-        state.done += len(writes) + len(touches)
-        state.faces += len(added)
-        state.errors = report.errors
-        state.elapsed = time.perf_counter() - started
+        handled = len(writes) + len(touches)
+        analysed = len(batch)
         batch.clear()
         errors.clear()
         touches.clear()
-        if progress is not None:
-            progress(state)
+        count_batch(report, state, started, progress, analysed=analysed, handled=handled, added=added, removed=removed)
 
     for item in iter_decoded(
         todo, workers=decode_workers, prefetch=2 * batch_images, max_pixels=max_pixels, digest=True
     ):
         record = known.get(path_bytes(item.path))
         st = item.stat
-        if record is not None and item.sha256 is not None and record.sha256 == item.sha256 and record.status == "done":
+        if same_content(record, item.sha256):
             touches.append((record.id, st.st_size, st.st_mtime_ns))  # same content, new stat: nothing to analyse
             report.unchanged += 1
         elif item.error is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,15 +48,8 @@ class PersonMatch:
         return self.name if self.name is not None else f"person {self.person_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return {
-            "person_id": self.person_id,
-            "name": self.name,
-            "external_id": self.external_id,
-            "score": self.score,
-            "face_id": self.face_id,
-            "matched": self.matched,
-        }
+        """JSON-safe dict (every field)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -163,13 +156,11 @@ class SearchMixin:
         queries = unit_embeddings(embeddings, coll.contract.dim)
         thr = self.threshold_for(coll, threshold, analyzer)
         raw = self._person_hits(coll, queries, int(k), exact)
-        names = {pid: self.store.person(pid) for pid in {h[0] for hits in raw for h in hits}}
+        names = self.store.person_names(h[0] for hits in raw for h in hits)
         out = []
         for hits in raw:
             matches = [
-                PersonMatch(
-                    pid, names[pid].name, names[pid].external_id, score, fid, None if thr is None else score >= thr
-                )
+                PersonMatch(pid, *names[pid], score, fid, None if thr is None else score >= thr)
                 for pid, fid, score in hits
             ]
             out.append(FaceSearch(None, matches, thr))

@@ -30,7 +30,16 @@ import numpy as np
 
 from facelab.errors import ConfigError, ContractMismatchError
 from facelab.gallery.contract import contract_of, contract_of_card
-from facelab.gallery.indexing import IndexProgress, IndexReport, faces_to_new, plan_index, prune_missing, write_batch
+from facelab.gallery.indexing import (
+    IndexProgress,
+    IndexReport,
+    count_batch,
+    faces_to_new,
+    plan_index,
+    prune_missing,
+    same_content,
+    write_batch,
+)
 from facelab.gallery.records import DEFAULT_COLLECTION, NewFace
 from facelab.gallery.store import ImageWrite, path_bytes
 
@@ -177,12 +186,7 @@ class _Writer:
                     f"{self.coll.name!r} {self.coll.contract.id} ({self.coll.contract.describe()})"
                 )
             record = self.known.get(row["path"])
-            if (
-                record is not None
-                and row["sha256"] is not None
-                and record.sha256 == row["sha256"]
-                and record.status == "done"
-            ):
+            if same_content(record, row["sha256"]):
                 touches.append((record.id, row["size"], row["mtime_ns"]))
                 self.report.unchanged += 1
                 continue
@@ -194,15 +198,8 @@ class _Writer:
                 analysed += 1
             writes.append(write)
         added, removed = write_batch(self.gallery, self.coll.id, writes, touches)
-        self.report.indexed += analysed
-        self.report.faces_added += len(added)
-        self.report.faces_removed += len(removed)
-        self.state.done += len(writes) + len(touches)
-        self.state.faces += len(added)
-        self.state.errors = self.report.errors
-        self.state.elapsed = time.perf_counter() - self.started
-        if self.progress is not None:
-            self.progress(self.state)
+        count_batch(self.report, self.state, self.started, self.progress, analysed=analysed,
+                    handled=len(writes) + len(touches), added=added, removed=removed)  # fmt: skip
 
 
 def _init_ray(ray: Any, address: str | None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -404,12 +403,3 @@ def metadata_json(metadata: dict[str, Any] | None, what: str = "metadata") -> st
     if len(text) > MAX_TEXT:
         raise ConfigError(f"{what} is {len(text)} characters as JSON; the limit is {MAX_TEXT}")
     return text
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``float(value)`` when it is a finite number, else ``None``."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None

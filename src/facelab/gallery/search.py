@@ -134,10 +134,11 @@ def _strictly_increasing(values: np.ndarray) -> bool:
     return bool(len(values) < 2 or (values[1:] > values[:-1]).all())
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+def _positive_int(value: Any, what: str = "k") -> int:
+    """``value`` as an ``int`` when it is a positive integer (not a bool); :class:`ConfigError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 @INDEXES.register("exact")
@@ -157,11 +158,9 @@ class ExactIndex:
     """
 
     def __init__(self, dim: int, precision: str = "fp32", capacity: int = 1024, backend: str = "auto") -> None:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = _positive_int(dim, "dim")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown search precision {precision!r}; known: {list(PRECISIONS)}")
-        self.dim = int(dim)
         self.precision = precision
         self._kernel = KERNELS.get(precision)(self.dim, backend)
         capacity = max(1, int(capacity))
@@ -486,7 +485,7 @@ class ExactIndex:
             One :class:`VectorHits` per query.
         """
         queries = self._check_queries(queries)
-        k = _check_k(k)
+        k = _positive_int(k)
         if self._n == 0:
             return [VectorHits(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in queries]
         return [
@@ -505,7 +504,7 @@ class ExactIndex:
             One :class:`GroupHits` per query, groups by score descending then group id ascending.
         """
         queries = self._check_queries(queries)
-        k = _check_k(k)
+        k = _positive_int(k)
         if self._n == 0:
             empty = np.zeros(0, np.int64)
             return [GroupHits(empty, np.zeros(0, np.float32), empty.copy()) for _ in queries]
@@ -553,7 +552,7 @@ def recall_at_k(approx: Iterable[VectorHits], exact: Iterable[VectorHits], k: in
         ConfigError: lists of different lengths or a bad ``k``.
     """
     approx, exact = list(approx), list(exact)
-    k = _check_k(k)
+    k = _positive_int(k)
     if len(approx) != len(exact):
         raise ConfigError(f"recall needs one approximate and one exact list per query: {len(approx)} vs {len(exact)}")
     if not exact:

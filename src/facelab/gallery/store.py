@@ -140,7 +140,9 @@ class GalleryStore(PersonsSQL, RecordsSQL):
 
     Subclasses implement :meth:`_connect_and_migrate`-style setup in their constructor and the
     hooks marked *backend* below; all SQL here uses ``?`` placeholders, which
-    :meth:`_sql` rewrites for the backend's driver.
+    :meth:`_sql` rewrites for the backend's driver. Hooks raise their driver's errors; the shared
+    code calls them through :meth:`_call` (``_x``, ``_xm``), which turns the known ones into
+    :class:`~facelab.errors.GalleryError` (:meth:`_wrap_error`).
 
     Attributes:
         dialect: key of :data:`~facelab.gallery._schema.TYPE_NAMES`.
@@ -213,9 +215,10 @@ class GalleryStore(PersonsSQL, RecordsSQL):
         return {"backend": self.dialect, "url": self.url}
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _call(self, hook: Any, *args: Any) -> Any:
+        """``hook(*args)`` with driver errors turned into :class:`GalleryError` where the backend knows them."""
         try:
-            return self._execute(sql, params)
+            return hook(*args)
         except GalleryError:
             raise
         except Exception as exc:  # noqa: BLE001 - driver errors become GalleryError where known
@@ -223,6 +226,12 @@ class GalleryStore(PersonsSQL, RecordsSQL):
             if wrapped is None:
                 raise
             raise wrapped from exc
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._call(self._execute, sql, params)
+
+    def _xm(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._call(self._executemany, sql, rows)
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
@@ -244,13 +253,7 @@ class GalleryStore(PersonsSQL, RecordsSQL):
                 yield self._tx
                 return
             tx = Transaction()
-            try:
-                self._begin(write=True)
-            except Exception as exc:  # noqa: BLE001
-                wrapped = self._wrap_error(exc)
-                if wrapped is None:
-                    raise
-                raise wrapped from exc
+            self._call(self._begin, True)
             self._tx = tx
             try:
                 yield tx

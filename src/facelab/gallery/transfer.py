@@ -35,6 +35,7 @@ from facelab.gallery.contract import contract_of
 from facelab.gallery.records import EmbeddingContract, NewFace
 from facelab.gallery.store import ImageWrite, path_bytes
 from facelab.version import __version__
+from facelab.zoo._hub import sha256_file
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_gallery", "import_gallery", "reembed_collection", "REEMBED_IOU"]
 
@@ -57,14 +58,6 @@ def _pyarrow() -> tuple[Any, Any]:
     except ImportError:
         raise ConfigError('gallery export/import needs pyarrow: pip install "facelab[parquet]"') from None
     return pa, pq
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _schemas(pa: Any) -> dict[str, Any]:
@@ -172,7 +165,7 @@ def export_gallery(gallery: Any, folder: str | os.PathLike, *, collections: list
         "created_at": time.time(),
         "source": store.url,
         "collections": summary,
-        "files": {f"{t}.parquet": {"sha256": _sha256(out / f"{t}.parquet"), "rows": counts[t]} for t in _TABLES},
+        "files": {f"{t}.parquet": {"sha256": sha256_file(out / f"{t}.parquet"), "rows": counts[t]} for t in _TABLES},
     }
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -198,7 +191,7 @@ def _read_export(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str,
         expected = manifest.get("files", {}).get(path.name, {})
         if not path.is_file():
             raise GalleryError(f"{folder}: {path.name} is missing")
-        if expected.get("sha256") != _sha256(path):
+        if expected.get("sha256") != sha256_file(path):
             raise GalleryError(f"{folder}: {path.name} does not match the manifest's SHA-256 (damaged export)")
         tables[table] = pq.read_table(path).to_pylist()
     return manifest, tables
@@ -466,7 +459,7 @@ def _carry_over(
     lost: list,
 ) -> tuple[list[NewFace], list[NewFace]]:
     """New faces that take over the stored ones (by IoU), and the photo's other new faces."""
-    from facelab.gallery.enroll import face_crop_jpeg
+    from facelab.gallery.enroll import new_face
     from facelab.gallery.indexing import faces_to_new
 
     boxes = (
@@ -481,22 +474,17 @@ def _carry_over(
         if face is None or face.embedding is None:
             lost.append({"face_id": old.id, "path": os.fsdecode(key[1]), "reason": "face not found again"})
             continue
-        q = face.quality
         rows.append(
-            NewFace(
-                face.embedding,
-                person_id=None if old.person_id is None else person_map[old.person_id],
+            new_face(
+                face,
+                image,
+                sha,
+                save_crops,
                 source=old.source,
                 assigned_by=old.assigned_by,
-                bbox=face.bbox,
-                kps=face.kps,
-                det_score=float(face.score),
-                quality=None if q is None else float(q.score),
-                quality_detail={} if q is None else q.to_dict(),
-                source_sha256=sha,
+                person_id=None if old.person_id is None else person_map[old.person_id],
                 source_path=None if key[0] == "image" else Path(os.fsdecode(key[1])),
-                crop=face_crop_jpeg(image, face.bbox) if save_crops else None,
-            )  # fmt: skip
+            )
         )
     taken = set(matched.values())
     extra = (
