@@ -200,20 +200,21 @@ def _source_name(item: Any, i: int) -> str:
 
 
 def _read(item: Any, i: int, max_pixels: int | None) -> tuple[np.ndarray | None, str | None, Rejection | None]:
-    """``(image, sha256, rejection)`` of one source."""
+    """``(image, sha256, rejection)`` of one source; a file is read once (the hash and the image share its bytes)."""
     from facelab.io.image import load_image
+    from facelab.io.prefetch import load_decoded
 
     name = _source_name(item, i)
-    digest = None
-    try:
-        image = load_image(item, max_pixels=max_pixels)  # first: its messages name the problem
-        if isinstance(item, (str, os.PathLike)):
-            with open(item, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            digest = hashlib.sha256(bytes(item)).hexdigest()
-    except (ImageError, OSError) as exc:
-        text = str(exc)
+    if isinstance(item, (str, os.PathLike)):
+        decoded = load_decoded(Path(os.fsdecode(os.fspath(item))), max_pixels, digest=True)
+        image, digest, text = decoded.image, decoded.sha256, decoded.error
+    else:
+        digest = hashlib.sha256(bytes(item)).hexdigest() if isinstance(item, (bytes, bytearray, memoryview)) else None
+        try:
+            image, text = load_image(item, max_pixels=max_pixels), None
+        except ImageError as exc:  # its messages name the problem
+            image, text = None, str(exc)
+    if text is not None:
         code = "image_too_large" if "over the limit" in text else "invalid_image"
         return None, digest, Rejection(name, (code,), text)
     return image, digest, None
