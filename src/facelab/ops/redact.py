@@ -86,8 +86,13 @@ REDACTION_MODES = ("blur", "mosaic", "solid", "ellipse")
 
 
 def scale_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
-    """``(N, 4)`` boxes with both sides multiplied by ``scale`` about their centres (``float32``)."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    """``(N, 4)`` boxes with both sides multiplied by ``scale`` about their centres.
+
+    ``float64`` input stays ``float64`` (the tracker's and the mask planner's boxes); anything
+    else comes back as ``float32``.
+    """
+    boxes = np.asarray(boxes)
+    boxes = boxes.reshape(-1, 4).astype(np.float64 if boxes.dtype == np.float64 else np.float32, copy=False)
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
     return np.concatenate([c - half, c + half], axis=1)

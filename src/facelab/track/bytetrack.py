@@ -33,6 +33,7 @@ import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.ops.boxes import iou_matrix
+from facelab.ops.redact import scale_boxes
 from facelab.track.kalman import BoxKalman, xyah_to_xyxy, xyxy_to_xyah
 
 __all__ = ["TrackerConfig", "Track", "FaceTracker", "TRACKED", "LOST", "REMOVED"]
@@ -179,12 +180,6 @@ class Track:
     def frames_since_seen(self, frame: int) -> int:
         """Frames between ``frame`` and the last matched detection."""
         return frame - self.last_frame
-
-
-def _widen(boxes: np.ndarray, factor: float) -> np.ndarray:
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
-    return np.concatenate([c - half, c + half], axis=1)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -358,7 +353,7 @@ class FaceTracker:
             sim = np.empty((len(tracks), len(det_boxes)))
             for i, t in enumerate(tracks):
                 grow = 1.0 + 2.0 * min(buffer * max(self.frame - t.last_frame, 1), self.config.max_iou_buffer)
-                sim[i] = iou_matrix(_widen(track_boxes[i : i + 1], grow), _widen(det_boxes, grow))[0]
+                sim[i] = iou_matrix(scale_boxes(track_boxes[i : i + 1], grow), scale_boxes(det_boxes, grow))[0]
         else:
             sim = iou_matrix(track_boxes, det_boxes)
         if det_scores is not None:
