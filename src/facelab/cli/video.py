@@ -246,7 +246,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) -> int:
     from facelab.track.stream import VideoAnalyzer
     from facelab.video.analyze import draw_tracks, iter_video, write_summary
-    from facelab.video.io import PyAVReader, VideoWriter, atomic_output
+    from facelab.video.io import VideoWriter, atomic_output
 
     fps = 30.0
     if not live:
@@ -263,15 +263,23 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
 
         bar = tqdm(total=None if live else info.frames, unit="frame", file=sys.stderr, dynamic_ncols=True)
     writer = None
-    opened: list[Any] = []
     events: list[Any] = []
     try:
         with atomic_output(args.annotated) if args.annotated else contextlib.nullcontext() as annotated:
             if annotated is not None:
-                reader = PyAVReader(args.input)
-                opened.append(reader)
-                writer = VideoWriter(annotated, reader, audio=True)
-                frames = iter_video(args.input, va, backend="pyav", all_images=True, audio_sink=writer.mux_audio)
+
+                def open_writer(reader: Any) -> None:  # the writer takes its streams from iter_video's reader
+                    nonlocal writer
+                    writer = VideoWriter(annotated, reader, audio=True)
+
+                frames = iter_video(
+                    args.input,
+                    va,
+                    backend="pyav",
+                    all_images=True,
+                    audio_sink=lambda packet: writer.mux_audio(packet),
+                    on_open=open_writer,
+                )
             else:
                 frames = iter_video(args.input, va, backend=args.backend, max_seconds=args.max_seconds)
             try:
@@ -306,8 +314,6 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
     finally:
         if writer is not None:
             writer.abort()
-        for r in opened:
-            r.close()
         if bar is not None:
             bar.close()
         if out is not sys.stdout:
