@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from facelab.errors import ConfigError, VideoError
 from facelab.ops.redact import REDACTION_MODES, redact
-from facelab.track.identity import Matcher, decide, names_of, resolve_rules
+from facelab.track.identity import IdentityConfig, Matcher, decide, names_of, resolve_rules
 from facelab.track.plan import MaskPlanConfig, plan_masks, should_mask
 from facelab.track.stream import VideoAnalyzer
 from facelab.video.boxes import BoxesFile, boxes_document, parse_boxes, read_boxes, write_boxes
@@ -36,7 +36,6 @@ __all__ = [
     "anonymize_image",
     "plan_video",
     "write_image",
-    "image_outputs",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -206,22 +205,25 @@ def plan_video(
     return doc, va
 
 
+def _check_output(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    if Path(src).resolve() == Path(dst).resolve():
+        raise ConfigError(f"the output {dst} is the input; choose another name")
+
+
 def _render(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     boxes_for: Callable[[int], np.ndarray],
+    options: AnonymizeOptions,
     *,
-    mode: str,
-    mask_scale: float,
-    color: tuple[int, int, int],
-    audio: bool,
-    crf: int,
-    preset: str,
     expected_frames: int | None,
     size: tuple[int, int] | None,
     progress: bool,
 ) -> tuple[int, int, int]:
-    """Second pass; returns ``(frames, masked boxes, audio streams)``. Nothing is left at ``dst`` on error."""
+    """Second pass with ``options``' rendering and encoding settings; returns ``(frames, masked boxes, audio streams)``.
+
+    Nothing is left at ``dst`` on error.
+    """
     reader = PyAVReader(src)
     try:
         info = reader.info
@@ -232,18 +234,25 @@ def _render(
         masked = 0
         bar = _bar(progress, expected_frames or info.frames, "render")
         with atomic_output(dst) as temp:
-            writer = VideoWriter(temp, reader, audio=audio, crf=crf, preset=preset)
+            writer = VideoWriter(temp, reader, audio=options.audio, crf=options.crf, preset=options.preset)
             n = 0
             try:
                 for frame in reader.frames(
                     want_image=lambda i: len(boxes_for(i)) > 0 or reader.rotation != 0,
-                    audio_sink=writer.mux_audio if audio else None,
+                    audio_sink=writer.mux_audio if options.audio else None,
                 ):
                     boxes = boxes_for(frame.index)
                     if frame.image is None:
                         writer.write_native(frame._native, frame.pts, frame.index)
                     else:
-                        image = redact(frame.image, boxes, mode, mask_scale=mask_scale, color=color, inplace=True)
+                        image = redact(
+                            frame.image,
+                            boxes,
+                            options.mode,
+                            mask_scale=options.mask_scale,
+                            color=options.color,
+                            inplace=True,
+                        )
                         writer.write(image, frame.pts, frame.index)
                     masked += len(boxes)
                     n += 1
@@ -289,8 +298,7 @@ def anonymize_video(
         ConfigError: bad options.
     """
     options = options or AnonymizeOptions()
-    if Path(src).resolve() == Path(dst).resolve():
-        raise ConfigError(f"the output {dst} is the input; choose another name")
+    _check_output(src, dst)
     t0 = time.perf_counter()
     reader = PyAVReader(src)
     try:
@@ -302,18 +310,7 @@ def anonymize_video(
         write_boxes(boxes_out, doc)
     parsed = parse_boxes(doc)
     frames, masked, audio = _render(
-        src,
-        dst,
-        parsed.boxes_for,
-        mode=options.mode,
-        mask_scale=options.mask_scale,
-        color=options.color,
-        audio=options.audio,
-        crf=options.crf,
-        preset=options.preset,
-        expected_frames=doc["video"]["frames"],
-        size=None,
-        progress=progress,
+        src, dst, parsed.boxes_for, options, expected_frames=doc["video"]["frames"], size=None, progress=progress
     )
     t2 = time.perf_counter()
     visible = sum(1 for t in doc["tracks"] if not t["mask"])
@@ -337,37 +334,31 @@ def render_video(
 ) -> AnonymizeReport:
     """Hide the boxes of a (possibly edited) boxes file; no detection runs.
 
-    ``mode``, ``mask_scale`` and ``color`` default to the file's ``render`` section.
+    ``mode``, ``mask_scale`` and ``color`` default to the file's ``render`` section, then to
+    :class:`AnonymizeOptions`' defaults (which also check them).
 
     Raises:
-        ConfigError: a bad boxes file.
+        ConfigError: a bad boxes file or render setting.
         VideoError: the video does not match the file (size, frame count) or cannot be read/written.
     """
     parsed = boxes if isinstance(boxes, BoxesFile) else read_boxes(boxes)
-    if Path(src).resolve() == Path(dst).resolve():
-        raise ConfigError(f"the output {dst} is the input; choose another name")
+    _check_output(src, dst)
     render = parsed.render
-    mode = mode or render.get("mode", "blur")
-    if mode not in REDACTION_MODES:
-        raise ConfigError(f"unknown anonymisation mode {mode!r}; choose from {', '.join(REDACTION_MODES)}")
-    scale = float(mask_scale if mask_scale is not None else render.get("mask_scale", 1.3))
-    col = tuple(color if color is not None else render.get("color", (0, 0, 0)))
+    options = AnonymizeOptions(
+        mode=mode or render.get("mode", AnonymizeOptions.mode),
+        mask_scale=float(
+            mask_scale if mask_scale is not None else render.get("mask_scale", AnonymizeOptions.mask_scale)
+        ),
+        color=tuple(color if color is not None else render.get("color", AnonymizeOptions.color)),
+        audio=audio,
+        crf=crf,
+        preset=preset,
+    )
     video = parsed.video
     size = (video["width"], video["height"]) if "width" in video and "height" in video else None
     t0 = time.perf_counter()
     frames, masked, audio_n = _render(
-        src,
-        dst,
-        parsed.boxes_for,
-        mode=mode,
-        mask_scale=scale,
-        color=col,
-        audio=audio,
-        crf=crf,
-        preset=preset,
-        expected_frames=video.get("frames"),
-        size=size,
-        progress=progress,
+        src, dst, parsed.boxes_for, options, expected_frames=video.get("frames"), size=size, progress=progress
     )
     return AnonymizeReport(
         str(dst), frames, masked_boxes=masked, render_seconds=time.perf_counter() - t0, audio_streams=audio_n
@@ -393,7 +384,7 @@ def anonymize_image(
     if named:
         keep = set(names_of(matcher, options.keep))
         only = set(names_of(matcher, options.only))
-        threshold, margin = resolve_rules(_identity_config(), matcher, analyzer.threshold)
+        threshold, margin = resolve_rules(IdentityConfig(), matcher, analyzer.threshold)
         faces = analyzer.analyze(image)
         boxes = []
         for face in faces:
@@ -415,12 +406,6 @@ def anonymize_image(
     return out, len(boxes)
 
 
-def _identity_config() -> Any:
-    from facelab.track.identity import IdentityConfig
-
-    return IdentityConfig()
-
-
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an image atomically (format from the ending).
 
@@ -436,10 +421,3 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
             ok = False
         if not ok:
             raise ConfigError(f"{path}: cannot write an image with this name (use .jpg or .png)")
-
-
-def image_outputs(inputs: Sequence[Path], root: Path | None, out: Path) -> list[Path]:
-    """Output paths for images: ``out`` itself for one file, else ``out/<path relative to root>``."""
-    if root is None:
-        return [out]
-    return [out / p.relative_to(root) for p in inputs]
