@@ -34,6 +34,7 @@ import numpy as np
 from facelab.errors import ConfigError
 from facelab.ops.boxes import iou_matrix
 from facelab.ops.redact import scale_boxes
+from facelab.recognition.compare import normalize, similarity_matrix
 from facelab.track.kalman import BoxKalman, xyah_to_xyxy, xyxy_to_xyah
 
 __all__ = ["TrackerConfig", "Track", "FaceTracker", "TRACKED", "LOST", "REMOVED"]
@@ -180,12 +181,6 @@ class Track:
     def frames_since_seen(self, frame: int) -> int:
         """Frames between ``frame`` and the last matched detection."""
         return frame - self.last_frame
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
 
 
 def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -368,20 +363,19 @@ class FaceTracker:
                     continue
                 cos = np.full(len(det_idx), 1.0)
                 if has_det.any():
-                    cos[has_det] = _cosine(t.feature[None, :], det_feats[has_det])[0]
+                    cos[has_det] = similarity_matrix(t.feature[None, :], det_feats[has_det])[0]
                 cost[i, cos < gate] = np.inf
         return cost
 
     def _update_feature(self, track: Track, feats: np.ndarray | None, di: int) -> None:
         if feats is None or not np.all(np.isfinite(feats[di])):
             return
-        f = feats[di] / max(float(np.linalg.norm(feats[di])), 1e-12)
+        f = normalize(feats[di])
         if track.feature is None:
             track.feature = f
         else:
             m = self.config.appearance_momentum
-            mixed = m * track.feature + (1 - m) * f
-            track.feature = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+            track.feature = normalize(m * track.feature + (1 - m) * f)
 
     def _match(self, track: Track, di: int, boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None) -> None:
         mean, cov = self.kalman.update(track.mean[None], track.cov[None], xyxy_to_xyah(boxes[di : di + 1]))
