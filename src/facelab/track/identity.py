@@ -89,7 +89,7 @@ class ReferenceMatcher:
     def __init__(self, people: Mapping[str, tuple[str, np.ndarray]], threshold: float | None = None) -> None:
         if not people:
             raise ConfigError("ReferenceMatcher: no people given")
-        rows, owners, dims = [], [], set()
+        rows, counts, dims = [], [], set()
         self.names: dict[str, str] = {}
         for person_id, (name, emb) in people.items():
             emb = np.asarray(emb, dtype=np.float32)
@@ -100,14 +100,13 @@ class ReferenceMatcher:
                 raise ConfigError(f"ReferenceMatcher: person {person_id!r} has a NaN or infinite embedding")
             dims.add(emb.shape[1])
             rows.append(normalize(emb))
-            owners.extend([person_id] * len(emb))
+            counts.append(len(emb))
             self.names[str(person_id)] = str(name)
         if len(dims) != 1:
             raise ConfigError(f"ReferenceMatcher: embeddings of different sizes {sorted(dims)}")
-        self.matrix = np.concatenate(rows)
-        self.owners = np.array(owners, dtype=object)
+        self.matrix = np.concatenate(rows)  # each person's rows together, in the order of person_ids
         self.person_ids = list(self.names)
-        self._owner_index = np.array([self.person_ids.index(o) for o in owners])
+        self._starts = np.cumsum([0] + counts[:-1])  # first row of each person
         self.threshold = threshold
 
     @property
@@ -122,10 +121,7 @@ class ReferenceMatcher:
         if q.shape[1] != self.dim:
             raise ConfigError(f"ReferenceMatcher: query embeddings are {q.shape[1]}-d, references {self.dim}-d")
         sims = normalize(q) @ self.matrix.T  # (n, rows)
-        per_person = np.full((len(q), len(self.person_ids)), -np.inf, dtype=np.float32)
-        for j in range(len(self.person_ids)):
-            cols = self._owner_index == j
-            per_person[:, j] = sims[:, cols].max(axis=1)
+        per_person = np.maximum.reduceat(sims, self._starts, axis=1)  # (n, people)
         out = []
         for row in per_person:
             order = np.argsort(-row, kind="stable")[:top_k]
