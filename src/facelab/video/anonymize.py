@@ -22,7 +22,7 @@ import numpy as np
 
 from facelab.errors import ConfigError, VideoError
 from facelab.ops.redact import REDACTION_MODES, redact
-from facelab.track.identity import IdentityConfig, Matcher, decide, names_of, resolve_rules
+from facelab.track.identity import IdentityConfig, Matcher, TrackIdentity, decide, names_of, resolve_rules
 from facelab.track.plan import MaskPlanConfig, plan_masks, should_mask
 from facelab.track.stream import VideoAnalyzer
 from facelab.video.boxes import BoxesFile, boxes_document, parse_boxes, read_boxes, write_boxes
@@ -375,24 +375,27 @@ def anonymize_image(
     """Hide the faces of one ``(H, W, 3)`` ``uint8`` BGR image; returns ``(image, faces hidden)``.
 
     With ``options.keep``/``options.only`` each face is matched on its own (no track to confirm
-    it over time): it counts as the person when its best match passes the threshold and margin.
+    it over time): it counts as the person when its best match passes the threshold and margin,
+    and :func:`~facelab.track.plan.should_mask` decides as for a confirmed track; a face matching
+    nobody is treated as an untracked detection (hidden with ``--only`` too: any doubt stays hidden).
     """
     options = options or AnonymizeOptions()
     named = options.keep or options.only
     if named and matcher is None:
         raise ConfigError("keeping or hiding people by name needs reference people or a gallery")
     if named:
-        keep = set(names_of(matcher, options.keep))
-        only = set(names_of(matcher, options.only))
+        keep = tuple(names_of(matcher, options.keep))
+        only = tuple(names_of(matcher, options.only))
         threshold, margin = resolve_rules(IdentityConfig(), matcher, analyzer.threshold)
         faces = analyzer.analyze(image)
         boxes = []
         for face in faces:
-            person = None
+            ident = None
             if face.embedding is not None:
-                person = decide(matcher.search(face.embedding[None, :], top_k=2)[0], threshold, margin).person_id
-            hide = (person not in keep) if keep else (person is None or person in only)
-            if hide:
+                decision = decide(matcher.search(face.embedding[None, :], top_k=2)[0], threshold, margin)
+                if decision.person_id is not None:
+                    ident = TrackIdentity(threshold, margin, confirmed=decision)
+            if should_mask(ident, keep, only):
                 boxes.append(face.bbox)
     else:
         boxes = list(analyzer.detect(image).boxes)
