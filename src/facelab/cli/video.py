@@ -239,23 +239,25 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.annotated and live:
         raise ConfigError("--annotated needs a video file as input")
     analyzer = _analyzer(args, ["recognition"] if _named(args) else ["detection"])
-    with _matcher(args, analyzer) as matcher:
-        return _analyze(args, live, analyzer, matcher)
+    if live:
+        opened: Any = contextlib.nullcontext()
+    else:
+        from facelab.video.io import open_video
+
+        opened = open_video(args.input, "pyav" if args.annotated else args.backend)  # read once: info, frames, audio
+    with opened as reader, _matcher(args, analyzer) as matcher:
+        return _analyze(args, reader, analyzer, matcher)
 
 
-def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) -> int:
+def _analyze(args: argparse.Namespace, reader: Any, analyzer: Any, matcher: Any) -> int:
+    """Analyse ``reader`` (an open video file), or the live source ``args.input`` when it is ``None``."""
     from facelab.track.stream import VideoAnalyzer
     from facelab.video.analyze import draw_tracks, iter_video, write_summary
     from facelab.video.io import VideoWriter, atomic_output
 
-    fps = 30.0
-    if not live:
-        from facelab.video.io import open_video
-
-        with open_video(args.input, args.backend) as probe:
-            info = probe.info
-            fps = info.fps
-    va = VideoAnalyzer(analyzer, fps=fps, detect_every=args.detect_every, matcher=matcher)
+    live = reader is None
+    info = None if live else reader.info
+    va = VideoAnalyzer(analyzer, fps=30.0 if live else info.fps, detect_every=args.detect_every, matcher=matcher)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     bar = None
     if _show_progress(args):
@@ -267,21 +269,10 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
     try:
         with atomic_output(args.annotated) if args.annotated else contextlib.nullcontext() as annotated:
             if annotated is not None:
-
-                def open_writer(reader: Any) -> None:  # the writer takes its streams from iter_video's reader
-                    nonlocal writer
-                    writer = VideoWriter(annotated, reader, audio=True)
-
-                frames = iter_video(
-                    args.input,
-                    va,
-                    backend="pyav",
-                    all_images=True,
-                    audio_sink=lambda packet: writer.mux_audio(packet),
-                    on_open=open_writer,
-                )
+                writer = VideoWriter(annotated, reader, audio=True)
+                frames = iter_video(reader, va, all_images=True, audio_sink=writer.mux_audio)
             else:
-                frames = iter_video(args.input, va, backend=args.backend, max_seconds=args.max_seconds)
+                frames = iter_video(args.input if live else reader, va, max_seconds=args.max_seconds)
             try:
                 for frame, result in frames:
                     out.write(json.dumps(result.to_dict()) + "\n")

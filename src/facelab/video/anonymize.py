@@ -25,8 +25,9 @@ from facelab.ops.redact import REDACTION_MODES, redact
 from facelab.track.identity import IdentityConfig, Matcher, TrackIdentity, decide, names_of, resolve_rules
 from facelab.track.plan import MaskPlanConfig, plan_masks, should_mask
 from facelab.track.stream import VideoAnalyzer
+from facelab.video.analyze import iter_video
 from facelab.video.boxes import BoxesFile, boxes_document, parse_boxes, read_boxes, write_boxes
-from facelab.video.io import PyAVReader, VideoWriter, atomic_output
+from facelab.video.io import PyAVReader, VideoReader, VideoWriter, atomic_output
 
 __all__ = [
     "AnonymizeOptions",
@@ -135,7 +136,7 @@ def _bar(progress: bool, total: int | None, desc: str) -> Any:
 
 
 def plan_video(
-    reader: Any,
+    reader: VideoReader,
     analyzer: Any,
     options: AnonymizeOptions,
     *,
@@ -159,8 +160,7 @@ def plan_video(
     bar = _bar(progress, info.frames, "analyse")
     n = 0
     try:
-        for frame in reader.frames(want_image=lambda i: i % options.detect_every == 0):
-            va.process(frame.image, frame.time, detect=frame.image is not None)
+        for _ in iter_video(reader, va):  # pixels of the detection frames only
             n += 1
             if bar is not None:
                 bar.update(1)
