@@ -346,9 +346,11 @@ class FaceTracker:
         buffer = self.config.iou_buffer
         if buffer > 0:
             sim = np.empty((len(tracks), len(det_boxes)))
-            for i, t in enumerate(tracks):
-                grow = 1.0 + 2.0 * min(buffer * max(self.frame - t.last_frame, 1), self.config.max_iou_buffer)
-                sim[i] = iou_matrix(scale_boxes(track_boxes[i : i + 1], grow), scale_boxes(det_boxes, grow))[0]
+            unseen = np.array([max(self.frame - t.last_frame, 1) for t in tracks])
+            grows = 1.0 + 2.0 * np.minimum(buffer * unseen, self.config.max_iou_buffer)
+            for grow in np.unique(grows):  # tracks unseen for as long share a widening: one IoU matrix for them
+                rows = grows == grow
+                sim[rows] = iou_matrix(scale_boxes(track_boxes[rows], grow), scale_boxes(det_boxes, grow))
         else:
             sim = iou_matrix(track_boxes, det_boxes)
         if det_scores is not None:
