@@ -280,14 +280,12 @@ class FaceTracker:
         # 1. confirmed (tracked + lost) tracks vs high detections
         cost = self._cost(pool, boxes[high], scores[high] if cfg.fuse_score else None, feats, high)
         matches, rest_tracks, rest_high = linear_assignment(cost, cfg.match_thresh)
-        for ti, di in matches:
-            self._match(pool[ti], high[di], boxes, scores, feats)
+        self._match([(pool[ti], high[di]) for ti, di in matches], boxes, scores, feats)
         # 2. the remaining *tracked* tracks vs low detections
         remaining = [pool[i] for i in rest_tracks if pool[i].state == TRACKED]
         cost = self._cost(remaining, boxes[low], None, feats, low)
         matches, rest_tracked, _ = linear_assignment(cost, cfg.low_match_thresh)
-        for ti, di in matches:
-            self._match(remaining[ti], low[di], boxes, scores, feats)
+        self._match([(remaining[ti], low[di]) for ti, di in matches], boxes, scores, feats)
         for i in rest_tracked:
             remaining[i].state = LOST
         # 3. tracks born on the last detection frame vs the high detections left
@@ -296,8 +294,7 @@ class FaceTracker:
             unconfirmed, boxes[left_high], scores[left_high] if cfg.fuse_score else None, feats, left_high
         )
         matches, rest_unconf, rest_new = linear_assignment(cost, cfg.unconfirmed_match_thresh)
-        for ti, di in matches:
-            self._match(unconfirmed[ti], left_high[di], boxes, scores, feats)
+        self._match([(unconfirmed[ti], left_high[di]) for ti, di in matches], boxes, scores, feats)
         for i in rest_unconf:
             unconfirmed[i].state = REMOVED
         # 4. births
@@ -379,17 +376,27 @@ class FaceTracker:
             m = self.config.appearance_momentum
             track.feature = normalize(m * track.feature + (1 - m) * f)
 
-    def _match(self, track: Track, di: int, boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None) -> None:
-        mean, cov = self.kalman.update(track.mean[None], track.cov[None], xyxy_to_xyah(boxes[di : di + 1]))
-        track.mean, track.cov = mean[0], cov[0]
-        track.state = TRACKED
-        track.confirmed = True
-        track.score = float(scores[di])
-        track.last_frame = self.frame
-        track.hits += 1
-        track.det_index = int(di)
-        track.det_box = boxes[di].astype(np.float32)
-        self._update_feature(track, feats, di)
+    def _match(
+        self, pairs: list[tuple[Track, int]], boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None
+    ) -> None:
+        """Give each track its detection: one Kalman correction for all the pairs of an association."""
+        if not pairs:
+            return
+        tracks = [t for t, _ in pairs]
+        dis = np.array([int(di) for _, di in pairs])
+        mean, cov = self.kalman.update(
+            np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]), xyxy_to_xyah(boxes[dis])
+        )
+        for k, (track, di) in enumerate(pairs):
+            track.mean, track.cov = mean[k], cov[k]
+            track.state = TRACKED
+            track.confirmed = True
+            track.score = float(scores[di])
+            track.last_frame = self.frame
+            track.hits += 1
+            track.det_index = int(di)
+            track.det_box = boxes[di].astype(np.float32)
+            self._update_feature(track, feats, di)
 
     def _birth(self, di: int, boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None) -> None:
         mean, cov = self.kalman.initiate(xyxy_to_xyah(boxes[di : di + 1]))
