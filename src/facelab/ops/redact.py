@@ -25,8 +25,19 @@ import numpy as np
 from facelab.errors import ConfigError
 from facelab.registry import Registry
 
-__all__ = ["REDACTIONS", "REDACTION_MODES", "scale_boxes", "redact", "BLUR_SIDE", "MOSAIC_RATIO", "MOSAIC_MIN"]
+__all__ = [
+    "REDACTIONS",
+    "REDACTION_MODES",
+    "DEFAULT_MASK_SCALE",
+    "scale_boxes",
+    "redact",
+    "BLUR_SIDE",
+    "MOSAIC_RATIO",
+    "MOSAIC_MIN",
+]
 
+#: Side multiplier of the face boxes when none is given (the library's, the CLI's and the boxes files' default).
+DEFAULT_MASK_SCALE = 1.3
 #: Longest side, in pixels, a region is shrunk to by the ``blur`` mode.
 BLUR_SIDE = 16
 #: Mosaic block size as a fraction of the region's longest side, and its minimum in pixels.
@@ -103,7 +114,7 @@ def redact(
     boxes: np.ndarray | Sequence[Sequence[float]],
     mode: str = "blur",
     *,
-    mask_scale: float = 1.3,
+    mask_scale: float = DEFAULT_MASK_SCALE,
     color: tuple[int, int, int] = (0, 0, 0),
     inplace: bool = False,
 ) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError, VideoError
-from facelab.ops.redact import REDACTION_MODES, redact
+from facelab.ops.redact import DEFAULT_MASK_SCALE, REDACTION_MODES, redact
 from facelab.track.identity import IdentityConfig, Matcher, TrackIdentity, decide, names_of, resolve_rules
 from facelab.track.plan import MaskPlanConfig, plan_masks, should_mask
 from facelab.track.stream import VideoAnalyzer
@@ -60,7 +60,7 @@ class AnonymizeOptions:
     """
 
     mode: str = "blur"
-    mask_scale: float = 1.3
+    mask_scale: float = DEFAULT_MASK_SCALE
     color: tuple[int, int, int] = (0, 0, 0)
     detect_every: int = 1
     audio: bool = True
