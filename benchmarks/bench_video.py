@@ -39,8 +39,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-SHARED = ROOT.parent / "shared"
-YUNET = SHARED / "models" / "yunet" / "face_detection_yunet_2026may.onnx"
+from shared_data import shared_root  # noqa: E402 - the tests' one way to ../shared ($FACELAB_SHARED honoured)
+from video_scenes import YUNET as _YUNET  # noqa: E402
+
+YUNET = shared_root() / _YUNET
 GREEN = (0, 255, 0)
 BLACK = (0, 0, 0)
 

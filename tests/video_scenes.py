@@ -197,10 +197,13 @@ def write_clip(
     audio: bool = True,
     vfr: bool = False,
     sample_rate: int = 44100,
+    rotation: int = 0,
 ) -> list[float]:
     """Encode frames as H.264 (+ an AAC sine tone); returns each frame's time in seconds.
 
     ``vfr`` gives frames alternating durations of 0.6 and 1.4 frame periods (time base 1/1000).
+    ``rotation`` is the display rotation written into the stream (degrees counter-clockwise, as
+    ``VideoStream.set_display_rotation``; a phone held upright writes -90).
     """
     import av
 
@@ -210,6 +213,8 @@ def write_clip(
     vs.height, vs.width = frames[0].shape[:2]
     vs.pix_fmt = "yuv420p"
     vs.codec_context.options = {"crf": "18", "preset": "veryfast"}
+    if rotation:
+        vs.set_display_rotation(rotation)
     tb = Fraction(1, 1000) if vfr else Fraction(1, int(round(fps * 1000)))
     vs.codec_context.time_base = tb
     aout = out.add_stream("aac", rate=sample_rate, layout="mono") if audio else None

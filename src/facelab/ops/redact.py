@@ -25,8 +25,19 @@ import numpy as np
 from facelab.errors import ConfigError
 from facelab.registry import Registry
 
-__all__ = ["REDACTIONS", "REDACTION_MODES", "scale_boxes", "redact", "BLUR_SIDE", "MOSAIC_RATIO", "MOSAIC_MIN"]
+__all__ = [
+    "REDACTIONS",
+    "REDACTION_MODES",
+    "DEFAULT_MASK_SCALE",
+    "scale_boxes",
+    "redact",
+    "BLUR_SIDE",
+    "MOSAIC_RATIO",
+    "MOSAIC_MIN",
+]
 
+#: Side multiplier of the face boxes when none is given (the library's, the CLI's and the boxes files' default).
+DEFAULT_MASK_SCALE = 1.3
 #: Longest side, in pixels, a region is shrunk to by the ``blur`` mode.
 BLUR_SIDE = 16
 #: Mosaic block size as a fraction of the region's longest side, and its minimum in pixels.
@@ -86,8 +97,13 @@ REDACTION_MODES = ("blur", "mosaic", "solid", "ellipse")
 
 
 def scale_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
-    """``(N, 4)`` boxes with both sides multiplied by ``scale`` about their centres (``float32``)."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    """``(N, 4)`` boxes with both sides multiplied by ``scale`` about their centres.
+
+    ``float64`` input stays ``float64`` (the tracker's and the mask planner's boxes); anything
+    else comes back as ``float32``.
+    """
+    boxes = np.asarray(boxes)
+    boxes = boxes.reshape(-1, 4).astype(np.float64 if boxes.dtype == np.float64 else np.float32, copy=False)
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
     return np.concatenate([c - half, c + half], axis=1)
@@ -98,7 +114,7 @@ def redact(
     boxes: np.ndarray | Sequence[Sequence[float]],
     mode: str = "blur",
     *,
-    mask_scale: float = 1.3,
+    mask_scale: float = DEFAULT_MASK_SCALE,
     color: tuple[int, int, int] = (0, 0, 0),
     inplace: bool = False,
 ) -> np.ndarray:

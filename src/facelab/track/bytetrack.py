@@ -33,6 +33,8 @@ import numpy as np
 
 from facelab.errors import ConfigError
 from facelab.ops.boxes import iou_matrix
+from facelab.ops.redact import scale_boxes
+from facelab.recognition.compare import normalize, similarity_matrix
 from facelab.track.kalman import BoxKalman, xyah_to_xyxy, xyxy_to_xyah
 
 __all__ = ["TrackerConfig", "Track", "FaceTracker", "TRACKED", "LOST", "REMOVED"]
@@ -181,18 +183,6 @@ class Track:
         return frame - self.last_frame
 
 
-def _widen(boxes: np.ndarray, factor: float) -> np.ndarray:
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
-    return np.concatenate([c - half, c + half], axis=1)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
-
-
 def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Minimum-cost one-to-one matching with a gate (Hungarian algorithm, SciPy).
 
@@ -290,14 +280,12 @@ class FaceTracker:
         # 1. confirmed (tracked + lost) tracks vs high detections
         cost = self._cost(pool, boxes[high], scores[high] if cfg.fuse_score else None, feats, high)
         matches, rest_tracks, rest_high = linear_assignment(cost, cfg.match_thresh)
-        for ti, di in matches:
-            self._match(pool[ti], high[di], boxes, scores, feats)
+        self._match([(pool[ti], high[di]) for ti, di in matches], boxes, scores, feats)
         # 2. the remaining *tracked* tracks vs low detections
         remaining = [pool[i] for i in rest_tracks if pool[i].state == TRACKED]
         cost = self._cost(remaining, boxes[low], None, feats, low)
         matches, rest_tracked, _ = linear_assignment(cost, cfg.low_match_thresh)
-        for ti, di in matches:
-            self._match(remaining[ti], low[di], boxes, scores, feats)
+        self._match([(remaining[ti], low[di]) for ti, di in matches], boxes, scores, feats)
         for i in rest_tracked:
             remaining[i].state = LOST
         # 3. tracks born on the last detection frame vs the high detections left
@@ -306,8 +294,7 @@ class FaceTracker:
             unconfirmed, boxes[left_high], scores[left_high] if cfg.fuse_score else None, feats, left_high
         )
         matches, rest_unconf, rest_new = linear_assignment(cost, cfg.unconfirmed_match_thresh)
-        for ti, di in matches:
-            self._match(unconfirmed[ti], left_high[di], boxes, scores, feats)
+        self._match([(unconfirmed[ti], left_high[di]) for ti, di in matches], boxes, scores, feats)
         for i in rest_unconf:
             unconfirmed[i].state = REMOVED
         # 4. births
@@ -356,9 +343,11 @@ class FaceTracker:
         buffer = self.config.iou_buffer
         if buffer > 0:
             sim = np.empty((len(tracks), len(det_boxes)))
-            for i, t in enumerate(tracks):
-                grow = 1.0 + 2.0 * min(buffer * max(self.frame - t.last_frame, 1), self.config.max_iou_buffer)
-                sim[i] = iou_matrix(_widen(track_boxes[i : i + 1], grow), _widen(det_boxes, grow))[0]
+            unseen = np.array([max(self.frame - t.last_frame, 1) for t in tracks])
+            grows = 1.0 + 2.0 * np.minimum(buffer * unseen, self.config.max_iou_buffer)
+            for grow in np.unique(grows):  # tracks unseen for as long share a widening: one IoU matrix for them
+                rows = grows == grow
+                sim[rows] = iou_matrix(scale_boxes(track_boxes[rows], grow), scale_boxes(det_boxes, grow))
         else:
             sim = iou_matrix(track_boxes, det_boxes)
         if det_scores is not None:
@@ -373,32 +362,41 @@ class FaceTracker:
                     continue
                 cos = np.full(len(det_idx), 1.0)
                 if has_det.any():
-                    cos[has_det] = _cosine(t.feature[None, :], det_feats[has_det])[0]
+                    cos[has_det] = similarity_matrix(t.feature[None, :], det_feats[has_det])[0]
                 cost[i, cos < gate] = np.inf
         return cost
 
     def _update_feature(self, track: Track, feats: np.ndarray | None, di: int) -> None:
         if feats is None or not np.all(np.isfinite(feats[di])):
             return
-        f = feats[di] / max(float(np.linalg.norm(feats[di])), 1e-12)
+        f = normalize(feats[di])
         if track.feature is None:
             track.feature = f
         else:
             m = self.config.appearance_momentum
-            mixed = m * track.feature + (1 - m) * f
-            track.feature = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+            track.feature = normalize(m * track.feature + (1 - m) * f)
 
-    def _match(self, track: Track, di: int, boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None) -> None:
-        mean, cov = self.kalman.update(track.mean[None], track.cov[None], xyxy_to_xyah(boxes[di : di + 1]))
-        track.mean, track.cov = mean[0], cov[0]
-        track.state = TRACKED
-        track.confirmed = True
-        track.score = float(scores[di])
-        track.last_frame = self.frame
-        track.hits += 1
-        track.det_index = int(di)
-        track.det_box = boxes[di].astype(np.float32)
-        self._update_feature(track, feats, di)
+    def _match(
+        self, pairs: list[tuple[Track, int]], boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None
+    ) -> None:
+        """Give each track its detection: one Kalman correction for all the pairs of an association."""
+        if not pairs:
+            return
+        tracks = [t for t, _ in pairs]
+        dis = np.array([int(di) for _, di in pairs])
+        mean, cov = self.kalman.update(
+            np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]), xyxy_to_xyah(boxes[dis])
+        )
+        for k, (track, di) in enumerate(pairs):
+            track.mean, track.cov = mean[k], cov[k]
+            track.state = TRACKED
+            track.confirmed = True
+            track.score = float(scores[di])
+            track.last_frame = self.frame
+            track.hits += 1
+            track.det_index = int(di)
+            track.det_box = boxes[di].astype(np.float32)
+            self._update_feature(track, feats, di)
 
     def _birth(self, di: int, boxes: np.ndarray, scores: np.ndarray, feats: np.ndarray | None) -> None:
         mean, cov = self.kalman.initiate(xyxy_to_xyah(boxes[di : di + 1]))

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from facelab.errors import ConfigError, ImageError
+from facelab.recognition.compare import normalize
 
 __all__ = [
     "Candidate",
@@ -72,11 +73,6 @@ class Matcher(Protocol):
         ...
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class ReferenceMatcher:
     """An in-memory matcher: a few reference embeddings per person (exact cosine search).
 
@@ -93,7 +89,7 @@ class ReferenceMatcher:
     def __init__(self, people: Mapping[str, tuple[str, np.ndarray]], threshold: float | None = None) -> None:
         if not people:
             raise ConfigError("ReferenceMatcher: no people given")
-        rows, owners, dims = [], [], set()
+        rows, counts, dims = [], [], set()
         self.names: dict[str, str] = {}
         for person_id, (name, emb) in people.items():
             emb = np.asarray(emb, dtype=np.float32)
@@ -103,15 +99,14 @@ class ReferenceMatcher:
             if not np.isfinite(emb).all():
                 raise ConfigError(f"ReferenceMatcher: person {person_id!r} has a NaN or infinite embedding")
             dims.add(emb.shape[1])
-            rows.append(_unit(emb))
-            owners.extend([person_id] * len(emb))
+            rows.append(normalize(emb))
+            counts.append(len(emb))
             self.names[str(person_id)] = str(name)
         if len(dims) != 1:
             raise ConfigError(f"ReferenceMatcher: embeddings of different sizes {sorted(dims)}")
-        self.matrix = np.concatenate(rows)
-        self.owners = np.array(owners, dtype=object)
+        self.matrix = np.concatenate(rows)  # each person's rows together, in the order of person_ids
         self.person_ids = list(self.names)
-        self._owner_index = np.array([self.person_ids.index(o) for o in owners])
+        self._starts = np.cumsum([0] + counts[:-1])  # first row of each person
         self.threshold = threshold
 
     @property
@@ -125,11 +120,8 @@ class ReferenceMatcher:
         q = q.reshape(-1, q.shape[-1])
         if q.shape[1] != self.dim:
             raise ConfigError(f"ReferenceMatcher: query embeddings are {q.shape[1]}-d, references {self.dim}-d")
-        sims = _unit(q) @ self.matrix.T  # (n, rows)
-        per_person = np.full((len(q), len(self.person_ids)), -np.inf, dtype=np.float32)
-        for j in range(len(self.person_ids)):
-            cols = self._owner_index == j
-            per_person[:, j] = sims[:, cols].max(axis=1)
+        sims = normalize(q) @ self.matrix.T  # (n, rows)
+        per_person = np.maximum.reduceat(sims, self._starts, axis=1)  # (n, people)
         out = []
         for row in per_person:
             order = np.argsort(-row, kind="stable")[:top_k]
@@ -349,7 +341,7 @@ class TrackIdentity:
             return None
         embs = np.stack([s[0] for s in self.samples])
         weights = np.array([max(s[1], 1e-3) for s in self.samples], dtype=np.float32)
-        return _unit((weights[:, None] * embs).sum(axis=0))
+        return normalize((weights[:, None] * embs).sum(axis=0))
 
     def wants_sample(self, time: float) -> bool:
         """Whether embedding this track now is useful (pending, or due for a refresh)."""
@@ -362,7 +354,7 @@ class TrackIdentity:
         if quality < self.config.min_quality or embedding is None or not np.isfinite(embedding).all():
             return None
         self.last_sample_time = time
-        new = _unit(np.asarray(embedding, dtype=np.float32).reshape(-1))
+        new = normalize(np.asarray(embedding, dtype=np.float32).reshape(-1))
         self.samples.append((new, float(quality), float(time)))
         if len(self.samples) > self.config.max_samples:
             worst = min(range(len(self.samples)), key=lambda i: (self.samples[i][1], self.samples[i][2]))

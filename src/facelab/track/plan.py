@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError
+from facelab.ops.redact import scale_boxes
 
 __all__ = ["MaskPlanConfig", "MaskBox", "plan_masks", "should_mask", "BORDER_ASPECT"]
 
@@ -76,9 +77,7 @@ class MaskBox:
 
 
 def _grow(box: np.ndarray, factor: float) -> np.ndarray:
-    c = (box[:2] + box[2:]) / 2
-    half = (box[2:] - box[:2]) * (factor / 2)
-    return np.concatenate([c - half, c + half])
+    return scale_boxes(box, factor)[0]
 
 
 def _velocity(obs: list[tuple[int, np.ndarray]], first: bool, max_span: int) -> tuple[np.ndarray, np.ndarray]:

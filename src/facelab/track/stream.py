@@ -55,7 +55,11 @@ def content_change(previous: np.ndarray, current: np.ndarray) -> float:
 
     Both are shrunk to 96x54 first. A cut scores tens; motion within a shot, a few to about 15.
     """
-    a, b = _hsv_thumb(previous), _hsv_thumb(current)
+    return _thumb_change(_hsv_thumb(previous), _hsv_thumb(current))
+
+
+def _thumb_change(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`content_change` of two :func:`_hsv_thumb` results."""
     dh = np.abs(a[..., 0] - b[..., 0])
     dh = np.minimum(dh, 180.0 - dh) * (255.0 / 180.0)
     return float((dh.mean() + np.abs(a[..., 1] - b[..., 1]).mean() + np.abs(a[..., 2] - b[..., 2]).mean()) / 3.0)
@@ -290,7 +294,7 @@ class VideoAnalyzer:
         self.identities: dict[int, TrackIdentity] = {}
         self.summaries: dict[int, TrackSummary] = {}
         self.log = TrackLog()
-        self._last_detect_image: np.ndarray | None = None
+        self._last_thumb: tuple[tuple[int, ...], np.ndarray] | None = None  # (frame shape, HSV thumbnail)
         self._finished = False
 
     # -- public -------------------------------------------------------------------------------
@@ -329,14 +333,15 @@ class VideoAnalyzer:
             events = self.monitor.update(self.time, [])
             return FrameResult(self.index, self.time, False, self._faces({}, {}), np.zeros((0, 4), np.float32), events)
         cut = False
-        if self.cut_threshold is not None and self._last_detect_image is not None:
-            if self._last_detect_image.shape == image.shape and is_scene_cut(
-                self._last_detect_image, image, self.cut_threshold
-            ):
+        if self.cut_threshold is not None:
+            # one thumbnail per detection frame: this frame's is the next one's "previous"
+            thumb = _hsv_thumb(image)
+            last = self._last_thumb
+            if last is not None and last[0] == image.shape and _thumb_change(last[1], thumb) >= self.cut_threshold:
                 cut = True
                 self.tracker.reset()
                 self.log.cuts.append(self.index)
-        self._last_detect_image = image
+            self._last_thumb = (image.shape, thumb)
         self.log.detect_frames.append(self.index)
         dets = self._detect(image)
         embeddings = None

@@ -19,40 +19,40 @@ import numpy as np
 
 from facelab.track.events import PresenceEvent
 from facelab.track.stream import FrameResult, TrackSummary, VideoAnalyzer
-from facelab.video.io import Frame, VideoInfo, atomic_output, open_video
+from facelab.video.io import Frame, VideoInfo, VideoReader, atomic_output, open_video
 from facelab.video.live import LiveSource, is_live_source
 
 __all__ = ["iter_video", "draw_tracks", "write_summary", "track_colour"]
 
 
 def iter_video(
-    source: str | os.PathLike,
+    source: str | os.PathLike | VideoReader,
     analyzer: VideoAnalyzer,
     *,
     backend: str = "auto",
     all_images: bool = False,
     audio_sink: Callable[[Any], None] | None = None,
     max_seconds: float | None = None,
-    on_open: Callable[[Any], None] | None = None,
 ) -> Iterator[tuple[Frame, FrameResult]]:
     """Run ``analyzer`` on every frame of a file, or on the newest frames of a live source.
 
     Args:
-        source: a video file, ``cam:N``, or a stream URL (``rtsp://...``).
-        analyzer: the :class:`VideoAnalyzer` (its ``fps`` should be the video's; see ``on_open``).
-        backend: file reader (``auto``, ``pyav``, ``opencv``).
+        source: a video file, an open :class:`~facelab.video.io.VideoReader` (read from its
+            current position, left open), ``cam:N``, or a stream URL (``rtsp://...``).
+        analyzer: the :class:`VideoAnalyzer` (its ``fps`` should be the video's).
+        backend: file reader (``auto``, ``pyav``, ``opencv``) when ``source`` is a path.
         all_images: decode every frame to pixels (for drawing); otherwise only detection frames.
         audio_sink: receives the file's audio packets (PyAV), e.g. a writer's ``mux_audio``.
         max_seconds: stop a live source after this long.
-        on_open: called with the reader (file) or :class:`LiveSource` once it is open.
 
     Yields:
         ``(frame, result)``; ``frame.image`` is ``None`` on frames not decoded to pixels.
     """
+    if isinstance(source, VideoReader):
+        yield from _iter_reader(source, analyzer, all_images, audio_sink)
+        return
     if is_live_source(str(source)):
         with LiveSource(str(source)) as live:
-            if on_open is not None:
-                on_open(live)
             start = _time.monotonic()
             for frame in live:
                 yield frame, analyzer.process(frame.image, frame.time)
@@ -60,12 +60,16 @@ def iter_video(
                     break
         return
     with open_video(source, backend) as reader:
-        if on_open is not None:
-            on_open(reader)
-        every = analyzer.detect_every
-        want = None if all_images else (lambda i: i % every == 0)
-        for frame in reader.frames(want_image=want, audio_sink=audio_sink):
-            yield frame, analyzer.process(frame.image, frame.time, detect=frame.index % every == 0)
+        yield from _iter_reader(reader, analyzer, all_images, audio_sink)
+
+
+def _iter_reader(
+    reader: VideoReader, analyzer: VideoAnalyzer, all_images: bool, audio_sink: Callable[[Any], None] | None
+) -> Iterator[tuple[Frame, FrameResult]]:
+    every = analyzer.detect_every
+    want = None if all_images else (lambda i: i % every == 0)
+    for frame in reader.frames(want_image=want, audio_sink=audio_sink):
+        yield frame, analyzer.process(frame.image, frame.time, detect=frame.index % every == 0)
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:

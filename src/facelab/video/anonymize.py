@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import ConfigError, VideoError
-from facelab.ops.redact import REDACTION_MODES, redact
-from facelab.track.identity import Matcher, decide, names_of, resolve_rules
+from facelab.ops.redact import DEFAULT_MASK_SCALE, REDACTION_MODES, redact
+from facelab.track.identity import IdentityConfig, Matcher, TrackIdentity, decide, names_of, resolve_rules
 from facelab.track.plan import MaskPlanConfig, plan_masks, should_mask
 from facelab.track.stream import VideoAnalyzer
+from facelab.video.analyze import iter_video
 from facelab.video.boxes import BoxesFile, boxes_document, parse_boxes, read_boxes, write_boxes
-from facelab.video.io import PyAVReader, VideoWriter, atomic_output
+from facelab.video.io import PyAVReader, VideoReader, VideoWriter, atomic_output
 
 __all__ = [
     "AnonymizeOptions",
@@ -36,7 +37,6 @@ __all__ = [
     "anonymize_image",
     "plan_video",
     "write_image",
-    "image_outputs",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class AnonymizeOptions:
     """
 
     mode: str = "blur"
-    mask_scale: float = 1.3
+    mask_scale: float = DEFAULT_MASK_SCALE
     color: tuple[int, int, int] = (0, 0, 0)
     detect_every: int = 1
     audio: bool = True
@@ -136,7 +136,7 @@ def _bar(progress: bool, total: int | None, desc: str) -> Any:
 
 
 def plan_video(
-    reader: Any,
+    reader: VideoReader,
     analyzer: Any,
     options: AnonymizeOptions,
     *,
@@ -160,8 +160,7 @@ def plan_video(
     bar = _bar(progress, info.frames, "analyse")
     n = 0
     try:
-        for frame in reader.frames(want_image=lambda i: i % options.detect_every == 0):
-            va.process(frame.image, frame.time, detect=frame.image is not None)
+        for _ in iter_video(reader, va):  # pixels of the detection frames only
             n += 1
             if bar is not None:
                 bar.update(1)
@@ -206,22 +205,25 @@ def plan_video(
     return doc, va
 
 
+def _check_output(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    if Path(src).resolve() == Path(dst).resolve():
+        raise ConfigError(f"the output {dst} is the input; choose another name")
+
+
 def _render(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     boxes_for: Callable[[int], np.ndarray],
+    options: AnonymizeOptions,
     *,
-    mode: str,
-    mask_scale: float,
-    color: tuple[int, int, int],
-    audio: bool,
-    crf: int,
-    preset: str,
     expected_frames: int | None,
     size: tuple[int, int] | None,
     progress: bool,
 ) -> tuple[int, int, int]:
-    """Second pass; returns ``(frames, masked boxes, audio streams)``. Nothing is left at ``dst`` on error."""
+    """Second pass with ``options``' rendering and encoding settings; returns ``(frames, masked boxes, audio streams)``.
+
+    Nothing is left at ``dst`` on error.
+    """
     reader = PyAVReader(src)
     try:
         info = reader.info
@@ -232,18 +234,25 @@ def _render(
         masked = 0
         bar = _bar(progress, expected_frames or info.frames, "render")
         with atomic_output(dst) as temp:
-            writer = VideoWriter(temp, reader, audio=audio, crf=crf, preset=preset)
+            writer = VideoWriter(temp, reader, audio=options.audio, crf=options.crf, preset=options.preset)
             n = 0
             try:
                 for frame in reader.frames(
                     want_image=lambda i: len(boxes_for(i)) > 0 or reader.rotation != 0,
-                    audio_sink=writer.mux_audio if audio else None,
+                    audio_sink=writer.mux_audio if options.audio else None,
                 ):
                     boxes = boxes_for(frame.index)
                     if frame.image is None:
                         writer.write_native(frame._native, frame.pts, frame.index)
                     else:
-                        image = redact(frame.image, boxes, mode, mask_scale=mask_scale, color=color, inplace=True)
+                        image = redact(
+                            frame.image,
+                            boxes,
+                            options.mode,
+                            mask_scale=options.mask_scale,
+                            color=options.color,
+                            inplace=True,
+                        )
                         writer.write(image, frame.pts, frame.index)
                     masked += len(boxes)
                     n += 1
@@ -289,8 +298,7 @@ def anonymize_video(
         ConfigError: bad options.
     """
     options = options or AnonymizeOptions()
-    if Path(src).resolve() == Path(dst).resolve():
-        raise ConfigError(f"the output {dst} is the input; choose another name")
+    _check_output(src, dst)
     t0 = time.perf_counter()
     reader = PyAVReader(src)
     try:
@@ -302,18 +310,7 @@ def anonymize_video(
         write_boxes(boxes_out, doc)
     parsed = parse_boxes(doc)
     frames, masked, audio = _render(
-        src,
-        dst,
-        parsed.boxes_for,
-        mode=options.mode,
-        mask_scale=options.mask_scale,
-        color=options.color,
-        audio=options.audio,
-        crf=options.crf,
-        preset=options.preset,
-        expected_frames=doc["video"]["frames"],
-        size=None,
-        progress=progress,
+        src, dst, parsed.boxes_for, options, expected_frames=doc["video"]["frames"], size=None, progress=progress
     )
     t2 = time.perf_counter()
     visible = sum(1 for t in doc["tracks"] if not t["mask"])
@@ -337,37 +334,31 @@ def render_video(
 ) -> AnonymizeReport:
     """Hide the boxes of a (possibly edited) boxes file; no detection runs.
 
-    ``mode``, ``mask_scale`` and ``color`` default to the file's ``render`` section.
+    ``mode``, ``mask_scale`` and ``color`` default to the file's ``render`` section, then to
+    :class:`AnonymizeOptions`' defaults (which also check them).
 
     Raises:
-        ConfigError: a bad boxes file.
+        ConfigError: a bad boxes file or render setting.
         VideoError: the video does not match the file (size, frame count) or cannot be read/written.
     """
     parsed = boxes if isinstance(boxes, BoxesFile) else read_boxes(boxes)
-    if Path(src).resolve() == Path(dst).resolve():
-        raise ConfigError(f"the output {dst} is the input; choose another name")
+    _check_output(src, dst)
     render = parsed.render
-    mode = mode or render.get("mode", "blur")
-    if mode not in REDACTION_MODES:
-        raise ConfigError(f"unknown anonymisation mode {mode!r}; choose from {', '.join(REDACTION_MODES)}")
-    scale = float(mask_scale if mask_scale is not None else render.get("mask_scale", 1.3))
-    col = tuple(color if color is not None else render.get("color", (0, 0, 0)))
+    options = AnonymizeOptions(
+        mode=mode or render.get("mode", AnonymizeOptions.mode),
+        mask_scale=float(
+            mask_scale if mask_scale is not None else render.get("mask_scale", AnonymizeOptions.mask_scale)
+        ),
+        color=tuple(color if color is not None else render.get("color", AnonymizeOptions.color)),
+        audio=audio,
+        crf=crf,
+        preset=preset,
+    )
     video = parsed.video
     size = (video["width"], video["height"]) if "width" in video and "height" in video else None
     t0 = time.perf_counter()
     frames, masked, audio_n = _render(
-        src,
-        dst,
-        parsed.boxes_for,
-        mode=mode,
-        mask_scale=scale,
-        color=col,
-        audio=audio,
-        crf=crf,
-        preset=preset,
-        expected_frames=video.get("frames"),
-        size=size,
-        progress=progress,
+        src, dst, parsed.boxes_for, options, expected_frames=video.get("frames"), size=size, progress=progress
     )
     return AnonymizeReport(
         str(dst), frames, masked_boxes=masked, render_seconds=time.perf_counter() - t0, audio_streams=audio_n
@@ -384,24 +375,27 @@ def anonymize_image(
     """Hide the faces of one ``(H, W, 3)`` ``uint8`` BGR image; returns ``(image, faces hidden)``.
 
     With ``options.keep``/``options.only`` each face is matched on its own (no track to confirm
-    it over time): it counts as the person when its best match passes the threshold and margin.
+    it over time): it counts as the person when its best match passes the threshold and margin,
+    and :func:`~facelab.track.plan.should_mask` decides as for a confirmed track; a face matching
+    nobody is treated as an untracked detection (hidden with ``--only`` too: any doubt stays hidden).
     """
     options = options or AnonymizeOptions()
     named = options.keep or options.only
     if named and matcher is None:
         raise ConfigError("keeping or hiding people by name needs reference people or a gallery")
     if named:
-        keep = set(names_of(matcher, options.keep))
-        only = set(names_of(matcher, options.only))
-        threshold, margin = resolve_rules(_identity_config(), matcher, analyzer.threshold)
+        keep = tuple(names_of(matcher, options.keep))
+        only = tuple(names_of(matcher, options.only))
+        threshold, margin = resolve_rules(IdentityConfig(), matcher, analyzer.threshold)
         faces = analyzer.analyze(image)
         boxes = []
         for face in faces:
-            person = None
+            ident = None
             if face.embedding is not None:
-                person = decide(matcher.search(face.embedding[None, :], top_k=2)[0], threshold, margin).person_id
-            hide = (person not in keep) if keep else (person is None or person in only)
-            if hide:
+                decision = decide(matcher.search(face.embedding[None, :], top_k=2)[0], threshold, margin)
+                if decision.person_id is not None:
+                    ident = TrackIdentity(threshold, margin, confirmed=decision)
+            if should_mask(ident, keep, only):
                 boxes.append(face.bbox)
     else:
         boxes = list(analyzer.detect(image).boxes)
@@ -413,12 +407,6 @@ def anonymize_image(
         color=options.color,
     )
     return out, len(boxes)
-
-
-def _identity_config() -> Any:
-    from facelab.track.identity import IdentityConfig
-
-    return IdentityConfig()
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -436,10 +424,3 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
             ok = False
         if not ok:
             raise ConfigError(f"{path}: cannot write an image with this name (use .jpg or .png)")
-
-
-def image_outputs(inputs: Sequence[Path], root: Path | None, out: Path) -> list[Path]:
-    """Output paths for images: ``out`` itself for one file, else ``out/<path relative to root>``."""
-    if root is None:
-        return [out]
-    return [out / p.relative_to(root) for p in inputs]

@@ -426,33 +426,24 @@ class VideoWriter:
                     f"frame {index} is {image.shape[1]}x{image.shape[0]}, expected {self.width}x{self.height}"
                 )
             image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
-        if pts is None:
-            pts = int(round(index / self.fps / self.time_base))
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1  # the encoder needs strictly increasing timestamps
-        self._last_pts = pts
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        frame.pts = pts
-        frame.time_base = self.time_base
-        try:
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
-        except self._av.error.FFmpegError as exc:
-            raise VideoError(f"{self.path}: encoding frame {index} failed ({exc})") from None
+        self._encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24"), pts, index)
 
     def write_native(self, frame: Any, pts: int | None, index: int) -> None:
         """Encode a decoded PyAV frame unchanged (no colour conversion); same timestamp rules as :meth:`write`."""
         if frame.width != self.width or frame.height != self.height:
             self.write(frame.to_ndarray(format="bgr24"), pts, index)
             return
+        frame.pict_type = 0  # let the encoder choose frame types (a decoded I-frame would force one)
+        self._encode(frame, pts, index)
+
+    def _encode(self, frame: Any, pts: int | None, index: int) -> None:
         if pts is None:
             pts = int(round(index / self.fps / self.time_base))
         if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
+            pts = self._last_pts + 1  # the encoder needs strictly increasing timestamps
         self._last_pts = pts
         frame.pts = pts
         frame.time_base = self.time_base
-        frame.pict_type = 0  # let the encoder choose frame types (a decoded I-frame would force one)
         try:
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
