@@ -21,6 +21,18 @@ EXIT_SOME_FAILED = 3
 EXIT_BROKEN_PIPE = 141
 
 
+def stdout_closed() -> int:
+    """What a command does when its reader closed stdout (``... | head``): stop quietly, like Unix tools.
+
+    Points stdout at /dev/null so the interpreter's own final flush does not fail again on the
+    closed pipe, and returns :data:`EXIT_BROKEN_PIPE` for the command to exit with.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack", default=None, help="model pack name or folder of ONNX files (default: the open pack)")
     parser.add_argument("--providers", default="auto", help="ONNX Runtime providers, comma separated (default: auto)")
@@ -232,12 +244,7 @@ def _run_images(args: argparse.Namespace, modules: list[str] | None) -> int:
     except BrokenPipeError:
         if out is not sys.stdout:
             raise
-        # Stop quietly, like other Unix tools; point stdout at /dev/null so the interpreter's own
-        # final flush does not fail again on the closed pipe.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_BROKEN_PIPE
+        return stdout_closed()
     finally:
         if progress is not None:
             progress.close()

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from facelab.cli.analyze import (
-    EXIT_BROKEN_PIPE,
     _add_model_options,
     _add_progress_options,
     _analyzer,
     _show_progress,
     _threshold,
+    stdout_closed,
 )
 from facelab.errors import ConfigError
 
@@ -298,10 +297,7 @@ def _analyze(args: argparse.Namespace, reader: Any, analyzer: Any, matcher: Any)
     except BrokenPipeError:
         if out is not sys.stdout:
             raise
-        devnull = os.open(os.devnull, os.O_WRONLY)  # `facelab video analyze ... | head`: stop quietly
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_BROKEN_PIPE
+        return stdout_closed()
     finally:
         if writer is not None:
             writer.abort()
