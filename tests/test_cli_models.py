@@ -6,23 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from cli_helpers import assert_clean_error, link_or_copy, run_main, run_script
 from shared_data import shared_file
 
 # InsightFace's buffalo packs and their files (InsightFace model zoo; see research/insightface-anchor.md).
 _BUFFALO_L_FILES = {"det_10g.onnx", "w600k_r50.onnx", "2d106det.onnx", "1k3d68.onnx", "genderage.onnx"}
 _BUFFALO_SC_FILES = {"det_500m.onnx", "w600k_mbf.onnx"}
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty facelab home (and an empty InsightFace root, so ~/.insightface is never consulted)."""
-    monkeypatch.setenv("FACELAB_HOME", str(tmp_path / "facelab_home"))
-    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "insightface_home"))
-    monkeypatch.delenv("FACELAB_OFFLINE", raising=False)
-    return tmp_path / "facelab_home"
 
 
 def _sha256(path: Path) -> str:

@@ -33,14 +33,6 @@ OFFICIAL_PINS = {
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.delenv("FACELAB_OFFLINE", raising=False)
-    monkeypatch.setenv("FACELAB_HOME", str(tmp_path / "fhome"))
-    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "no_insightface"))
-    return tmp_path / "fhome"
-
-
-@pytest.fixture
 def server():
     s = Server()
     for name in OFFICIAL_PINS:

@@ -104,14 +104,6 @@ def server():
     s.close()
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.delenv("FACELAB_OFFLINE", raising=False)
-    monkeypatch.setenv("FACELAB_HOME", str(tmp_path / "fhome"))
-    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "no_insightface"))
-    return tmp_path / "fhome"
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
