@@ -4,7 +4,6 @@ import datetime
 import multiprocessing
 import os
 import sys
-from pathlib import Path
 
 
 def run_gloo_ranks(fn, world, out_dir, *args):
@@ -18,7 +17,6 @@ def run_gloo_ranks(fn, world, out_dir, *args):
     """
     import torch.multiprocessing as mp
 
-    out_dir = Path(out_dir)
     done = multiprocessing.get_context("spawn").Barrier(world)
     mp.spawn(_rank_main, args=(fn, world, str(out_dir), done, args), nprocs=world, join=True)
 
