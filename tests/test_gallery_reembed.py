@@ -77,3 +77,32 @@ def test_reembed_keeps_people_and_moves_the_contract(
 
             reembed_collection(g, "default", new)
     assert a.face_ids
+
+
+def test_reembed_loses_exactly_the_faces_of_missing_and_changed_photos(tmp_path, small_photos, analyzer, other_pack):
+    """A deleted source photo and one whose bytes changed since indexing lose their faces, each with its reason."""
+    from facelab import FaceAnalyzer
+    from facelab.gallery.transfer import reembed_collection
+
+    p = small_photos
+    library = tmp_path / "photos"
+    gone, changed, kept = copy_photos(p, ["A4", "couple", "B13"], library)
+    with Gallery.open(tmp_path / "g.db") as g:
+        g.index_photos([library], analyzer)
+        by_image = {i.path.name: i.id for i in g.store.images(g.collection().id)}
+        faces = g.face_arrays()
+        expect = {
+            "source photo missing": set(faces.ids[faces.image_ids == by_image[gone.name]].tolist()),
+            "changed": set(faces.ids[faces.image_ids == by_image[changed.name]].tolist()),
+        }
+        assert expect["source photo missing"] and expect["changed"]
+        gone.unlink()
+        changed.write_bytes(p["A1"].read_bytes())  # another real photo under the indexed name
+        report = reembed_collection(g, "default", FaceAnalyzer(str(other_pack), download=False))
+    lost = {}
+    for item in report["lost"]:
+        lost.setdefault("changed" if "changed since it was stored" in item["reason"] else item["reason"], set()).add(
+            item["face_id"]
+        )
+    assert lost == expect
+    assert all(item["path"] in (str(gone), str(changed)) for item in report["lost"])
