@@ -19,7 +19,6 @@ the new detector finds in addition. Faces that cannot be re-embedded are listed 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -428,23 +427,28 @@ def _reembed_faces(
 
 
 def _load_sources(keys: list, groups: dict, images: dict, lost: list) -> list[tuple[Any, np.ndarray, str | None]]:
-    """``(key, image, sha256)`` of the source photos that still exist unchanged; the others' faces are lost."""
-    from facelab.errors import ImageError
-    from facelab.io.image import load_image
+    """``(key, image, sha256)`` of the source photos that still exist unchanged; the others' faces are lost.
+
+    Each photo file is read once: its hash and its image come from the same bytes.
+    """
+    from facelab.io.prefetch import load_decoded
 
     loaded = []
     for key in keys:
         path = Path(os.fsdecode(key[1]))
         faces = groups[key]
         sha = images[key[1]].sha256 if key[0] == "image" else faces[0].source_sha256
-        try:
-            data = path.read_bytes()
-            if sha is not None and hashlib.sha256(data).hexdigest() != sha:
-                raise ImageError(f"{path}: the photo changed since it was stored")
-            loaded.append((key, load_image(path), sha))
-        except (OSError, ImageError) as exc:
-            reason = "source photo missing" if isinstance(exc, FileNotFoundError) else str(exc)
-            lost += [{"face_id": f.id, "path": str(path), "reason": reason} for f in faces]
+        decoded = load_decoded(path, digest=True)
+        if decoded.sha256 is None and not path.exists():
+            reason = "source photo missing"
+        elif sha is not None and decoded.sha256 is not None and decoded.sha256 != sha:
+            reason = f"{path}: the photo changed since it was stored"
+        elif decoded.error is not None:
+            reason = decoded.error
+        else:
+            loaded.append((key, decoded.image, sha))
+            continue
+        lost += [{"face_id": f.id, "path": str(path), "reason": reason} for f in faces]
     return loaded
 
 
